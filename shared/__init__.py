@@ -1,0 +1,1 @@
+"""Code shared by the ingest (web) and the workers: settings, storage and domain rules."""

@@ -1,0 +1,211 @@
+"""A local HTTPS server that speaks Vonage's SMS API wire format (POST /sms/json).
+
+Used through the real `vonage` SDK in tests and benchmarks: the SDK only speaks HTTPS, so
+the server has a certificate for 127.0.0.1 from a throwaway CA (trustme), and clients
+trust it through REQUESTS_CA_BUNDLE. Answers follow the real response shape
+(`message-count`, `messages[]` with `status`, `message-id`, `message-price`,
+`remaining-balance`, `network`, `client-ref`), one entry per billed part, and can be told
+to answer throttled (status 1), other statuses, HTTP errors or slowly.
+
+Run alone: `python -m tests.fake_vonage --port 8443 --ca-out /tmp/fake-ca.pem`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import itertools
+import json
+import ssl
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import trustme
+
+from shared.segments import encode
+
+PRICE_PER_PART = Decimal("0.0333")
+
+
+@dataclass
+class SentSms:
+    to: str
+    sender: str
+    text: str
+    type: str
+    client_ref: str | None
+    message_ids: list[str]
+    price: Decimal
+
+
+@dataclass
+class Behaviour:
+    """One scripted answer: a Vonage status (HTTP 200), an HTTP error code, and/or a delay."""
+
+    status: str = "0"
+    http_status: int = 200
+    delay: float = 0.0
+
+
+@dataclass
+class FakeVonage:
+    api_key: str = "fake-key"
+    api_secret: str = "fake-secret"
+    price_per_part: Decimal = PRICE_PER_PART
+    balance: Decimal = Decimal("1000")
+    sent: list[SentSms] = field(default_factory=list)
+    requests: int = 0
+    _script: deque[Behaviour] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    # --- control -----------------------------------------------------------------------
+    def script(self, *behaviours: Behaviour) -> None:
+        """The next requests get these answers, in order; then normal answers again."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sent.clear()
+            self._script.clear()
+            self.requests = 0
+
+    def sent_to(self, number: str) -> list[SentSms]:
+        with self._lock:
+            return [sms for sms in self.sent if sms.to == number]
+
+    @property
+    def total_price(self) -> Decimal:
+        with self._lock:
+            return sum((sms.price for sms in self.sent), Decimal(0))
+
+    # --- protocol ----------------------------------------------------------------------
+    def handle(self, auth_header: str | None, form: dict[str, str]) -> tuple[int, dict]:
+        with self._lock:
+            self.requests += 1
+            behaviour = self._script.popleft() if self._script else Behaviour()
+        if behaviour.delay:
+            time.sleep(behaviour.delay)
+        if behaviour.http_status != 200:
+            return behaviour.http_status, {"type": "error", "title": "scripted failure"}
+        if not self._authorised(auth_header, form):
+            return 200, _error("4", "Bad Credentials")
+        for required in ("from", "to", "text"):
+            if not form.get(required):
+                return 200, _error("2", f"Missing {required}")
+        if behaviour.status != "0":
+            return 200, _error(behaviour.status, "scripted status")
+        kind = form.get("type", "text")
+        parts = encode(form["text"]).segments
+        with self._lock:
+            ids = [f"FAKE{next(self._ids):012d}" for _ in range(parts)]
+            self.balance -= self.price_per_part * parts
+            balance = self.balance
+            self.sent.append(SentSms(form["to"], form["from"], form["text"], kind,
+                                     form.get("client-ref"), ids, self.price_per_part * parts))
+        messages = []
+        for message_id in ids:
+            entry = {
+                "to": form["to"], "message-id": message_id, "status": "0",
+                "remaining-balance": f"{balance:.8f}",
+                "message-price": f"{self.price_per_part:.8f}", "network": "20801",
+            }
+            if form.get("client-ref"):
+                entry["client-ref"] = form["client-ref"]
+            messages.append(entry)
+        return 200, {"message-count": str(len(ids)), "messages": messages}
+
+    def _authorised(self, auth_header: str | None, form: dict[str, str]) -> bool:
+        expected = base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()
+        if auth_header == f"Basic {expected}":
+            return True
+        return form.get("api_key") == self.api_key and form.get("api_secret") == self.api_secret
+
+
+def _error(status: str, text: str) -> dict:
+    return {"message-count": "1", "messages": [{"status": status, "error-text": text}]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeVonage
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != "/sms/json":
+            self._answer(404, {"error": "not found"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode()
+        form = {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
+        code, payload = self.fake.handle(self.headers.get("Authorization"), form)
+        self._answer(code, payload)
+
+    def _answer(self, code: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: request lines would only add noise to test output."""
+
+
+class FakeVonageServer:
+    """The fake on a free port of 127.0.0.1, over TLS, in a background thread."""
+
+    def __init__(self, fake: FakeVonage | None = None, port: int = 0,
+                 folder: Path | None = None) -> None:
+        self.fake = fake or FakeVonage()
+        folder = folder or Path(tempfile.mkdtemp(prefix="fake-vonage-"))
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_bundle = folder / "fake-vonage-ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_bundle))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        handler = type("Handler", (_Handler,), {"fake": self.fake})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeVonageServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--ca-out", type=Path, help="copy the CA certificate here")
+    args = parser.parse_args()
+    server = FakeVonageServer(port=args.port).start()
+    if args.ca_out:
+        args.ca_out.write_bytes(server.ca_bundle.read_bytes())
+    print(f"fake Vonage on https://{server.host} (key fake-key, secret fake-secret); "
+          f"REQUESTS_CA_BUNDLE={args.ca_out or server.ca_bundle}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

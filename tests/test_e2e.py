@@ -1,0 +1,146 @@
+"""End to end: the Procfile's `web` (gunicorn) and `worker` (celery) as real processes,
+against the local RabbitMQ and PostgreSQL and the fake Vonage, fed signed webhooks."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import (
+    BROKER_HOST,
+    VHOSTS,
+    broker_url,
+    wait_for,
+    wait_until_idle,
+)
+from tests.helpers import inbound, sign
+from tests.processes import Process, procfile_process
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.e2e
+VHOST = VHOSTS["e2e"]
+REPLY = "Cette personne ne veut pas vous parler. Merci de la laisser tranquille."
+# Every sender number this module uses: none may appear in the processes' logs.
+SENDERS = ("33611223344", "33655667788", "33699887766")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker_proxy() -> Iterator[TcpProxy]:
+    host, port = BROKER_HOST.rsplit(":", 1)
+    proxy = TcpProxy((host, int(port))).start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, broker_proxy) -> Iterator[dict]:
+    """gunicorn (`web`, reaching RabbitMQ through a proxy the tests can cut) and a celery
+    `worker`, started from the Procfile's command lines."""
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    port = _free_port()
+    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="2", WORKER_CONCURRENCY="2")
+    web = procfile_process("web", dict(env, BROKER_URL=broker_url(VHOST, broker_proxy.address)),
+                           logs)
+    worker = procfile_process("worker", dict(env, BROKER_URL=broker_url(VHOST)), logs)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(base), timeout=60, interval=0.2, message="gunicorn ready")
+        wait_for(lambda: " ready." in worker.output, timeout=60, interval=0.2,
+                 message="celery worker ready")
+        yield {"base": base, "web": web, "worker": worker, "logs": logs}
+    finally:
+        web.stop()
+        worker.stop()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/readyz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _post(services: dict, params: dict[str, str]) -> requests.Response:
+    return requests.post(f"{services['base']}/webhooks/inbound", data=params, timeout=20)
+
+
+def test_signed_webhook_gets_one_reply_and_retries_get_none(services, db, campaign,
+                                                           fake_vonage):
+    campaign("33700000001", reply=REPLY)
+    first = sign(inbound(msisdn=SENDERS[0], message_id="E2E-FIRST"))
+    assert _post(services, first).status_code == 200
+    wait_for(lambda: fake_vonage.sent, message="the reply at the fake Vonage")
+    [sms] = fake_vonage.sent
+    assert (sms.to, sms.sender, sms.text) == (SENDERS[0], "33700000001", REPLY)
+
+    for _ in range(5):  # Vonage retries the same webhook
+        assert _post(services, first).status_code == 200
+    second = sign(inbound(msisdn=SENDERS[0], message_id="E2E-SECOND", text="Allô ?"))
+    assert _post(services, second).status_code == 200
+    other = sign(inbound(msisdn=SENDERS[1], message_id="E2E-OTHER"))
+    assert _post(services, other).status_code == 200
+    wait_for(lambda: fake_vonage.sent_to(SENDERS[1]), message="the other sender's reply")
+    wait_until_idle(VHOST)
+    assert len(fake_vonage.sent_to(SENDERS[0])) == 1
+    assert len(fake_vonage.sent_to(SENDERS[1])) == 1
+    assert len(fake_vonage.sent) == 2
+    count = db.execute("SELECT count(*) AS n FROM inbound_messages").fetchone()["n"]
+    assert count == 3
+
+
+def test_broker_outage_answers_503_then_the_retry_is_processed_once(
+        services, db, campaign, fake_vonage, broker_proxy):
+    campaign("33700000001", reply=REPLY)
+    webhook = sign(inbound(msisdn=SENDERS[2], message_id="E2E-OUTAGE"))
+    broker_proxy.cut()
+    try:
+        response = _post(services, webhook)
+        assert response.status_code == 503
+        assert requests.get(f"{services['base']}/readyz", timeout=10).status_code == 503
+    finally:
+        broker_proxy.restore()
+    wait_until_idle(VHOST)
+    assert db.execute("SELECT count(*) AS n FROM inbound_messages").fetchone()["n"] == 0
+    assert fake_vonage.sent == []
+
+    # Vonage retries; the web process reconnects to the broker that came back.
+    wait_for(lambda: _post(services, webhook).status_code == 200, timeout=30, interval=0.5,
+             message="the retried webhook accepted")
+    wait_for(lambda: fake_vonage.sent, message="the reply after the outage")
+    wait_until_idle(VHOST)
+    assert len(fake_vonage.sent_to(SENDERS[2])) == 1
+    rows = db.execute("SELECT dedup_key FROM inbound_messages").fetchall()
+    assert [row["dedup_key"] for row in rows] == ["E2E-OUTAGE"]
+
+
+def test_no_raw_phone_number_in_the_logs(services):
+    web, worker = services["web"], services["worker"]
+    combined = web.output + worker.output
+    assert "relous.process_inbound" in worker.output, "the worker log was captured"
+    for number in SENDERS:
+        assert number not in combined, f"a raw sender number appears in {Path(web.log_path).parent}"
+
+
+def test_procfile_release_and_beat_lines_run(tmp_path):
+    """`release` migrates (idempotently here) and `beat` starts and schedules the flush."""
+    env = dict(os.environ, BROKER_URL=broker_url(VHOST),
+               BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"))
+    release = procfile_process("release", env, tmp_path)
+    assert release.popen.wait(60) == 0, release.output
+    beat: Process = procfile_process("beat", env, tmp_path)
+    try:
+        wait_for(lambda: "relous.flush_due_replies" in beat.output, timeout=30,
+                 message="beat sending the flush")
+    finally:
+        beat.stop()
