@@ -6,7 +6,8 @@ from typing import Protocol
 
 from celery import Celery
 
-from workers.app import PUBLISH_CONFIRM_TIMEOUT_SECONDS
+# How long a publish waits for RabbitMQ's confirm before the webhook answers 503.
+PUBLISH_CONFIRM_TIMEOUT_SECONDS = 5.0
 
 
 class BrokerUnavailable(RuntimeError):

@@ -16,6 +16,7 @@ import argparse
 import base64
 import itertools
 import json
+import shutil
 import ssl
 import tempfile
 import threading
@@ -165,6 +166,7 @@ class FakeVonageServer:
     def __init__(self, fake: FakeVonage | None = None, port: int = 0,
                  folder: Path | None = None) -> None:
         self.fake = fake or FakeVonage()
+        self._own_folder = folder is None
         folder = folder or Path(tempfile.mkdtemp(prefix="fake-vonage-"))
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -189,6 +191,8 @@ class FakeVonageServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self._own_folder:
+            shutil.rmtree(self.ca_bundle.parent, ignore_errors=True)
 
 
 def main() -> None:

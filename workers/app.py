@@ -18,7 +18,6 @@ REPLIES_QUEUE = "relous.replies"
 # (`replies.due_at`), never as a countdown in the broker (STYLE.md, "Traps").
 FLUSH_INTERVAL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 60.0
-PUBLISH_CONFIRM_TIMEOUT_SECONDS = 5.0
 
 
 def celery_config(settings: Settings) -> dict:
