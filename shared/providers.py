@@ -72,10 +72,11 @@ class VonageProvider:
 
     name = "vonage"
 
-    def __init__(self, api_key: str, api_secret: str, rest_host: str | None = None) -> None:
+    def __init__(self, api_key: str, api_secret: str, rest_host: str | None = None,
+                 timeout: int = SEND_TIMEOUT_SECONDS) -> None:
         from vonage import Auth, HttpClientOptions, Vonage
 
-        options = {"timeout": SEND_TIMEOUT_SECONDS}
+        options: dict[str, object] = {"timeout": timeout}
         if rest_host:
             options["rest_host"] = rest_host
         # Sending uses the API secret only: a signature secret here would make the SDK sign

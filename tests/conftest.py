@@ -28,7 +28,7 @@ ADMIN_DATABASE_URL = os.environ.get(
     "RELOUS_TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_HOST = os.environ.get("RELOUS_TEST_BROKER_HOST", "127.0.0.1:5672")
 TEST_DATABASE = f"relous_test_{RUN_ID}"
-VHOSTS = {name: f"relous_{name}_{RUN_ID}" for name in ("test", "idle", "e2e", "outage")}
+VHOSTS = {name: f"relous_{name}_{RUN_ID}" for name in ("test", "idle", "e2e", "honcho")}
 SIGNATURE_SECRET = "test-signature-secret"
 SECRET_KEY = "test-secret-key-0123456789"
 

@@ -53,6 +53,7 @@ class Behaviour:
     status: str = "0"
     http_status: int = 200
     delay: float = 0.0
+    failed_parts: int = 0  # of a multipart send, the last N parts are refused (status 5)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class FakeVonage:
         if behaviour.status != "0":
             return 200, _error(behaviour.status, "scripted status")
         kind = form.get("type", "text")
-        parts = encode(form["text"]).segments
+        parts = encode(form["text"]).segments - behaviour.failed_parts
         with self._lock:
             ids = [f"FAKE{next(self._ids):012d}" for _ in range(parts)]
             self.balance -= self.price_per_part * parts
@@ -122,7 +123,9 @@ class FakeVonage:
             if form.get("client-ref"):
                 entry["client-ref"] = form["client-ref"]
             messages.append(entry)
-        return 200, {"message-count": str(len(ids)), "messages": messages}
+        for _ in range(behaviour.failed_parts):
+            messages.append({"status": "5", "error-text": "scripted part failure"})
+        return 200, {"message-count": str(len(messages)), "messages": messages}
 
     def _authorised(self, auth_header: str | None, form: dict[str, str]) -> bool:
         expected = base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()
@@ -160,6 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: request lines would only add noise to test output."""
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that timed out and hung up is expected here (scripted delays)."""
+
+
 class FakeVonageServer:
     """The fake on a free port of 127.0.0.1, over TLS, in a background thread."""
 
@@ -175,8 +185,7 @@ class FakeVonageServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(context)
         handler = type("Handler", (_Handler,), {"fake": self.fake})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", port), handler)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

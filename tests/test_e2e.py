@@ -144,3 +144,28 @@ def test_procfile_release_and_beat_lines_run(tmp_path):
                  message="beat sending the flush")
     finally:
         beat.stop()
+
+
+def test_honcho_brings_up_web_worker_and_beat(tmp_path, db, campaign, fake_vonage):
+    """`honcho start web worker beat` from a checkout with the environment set (honcho stops
+    every process when one exits, so the one-shot `release` runs before, not with them)."""
+    import re
+
+    campaign("33700000001", reply=REPLY)
+    env = dict(os.environ, BROKER_URL=broker_url(VHOSTS["honcho"]), WORKER_CONCURRENCY="1",
+               BEAT_SCHEDULE_FILE=str(tmp_path / "beat-schedule"))
+    honcho = Process("honcho", ["honcho", "start", "-p", str(_free_port()), "web", "worker",
+                                "beat"], env, tmp_path)
+    try:
+        port = wait_for(lambda: re.search(r"Listening at: http://0\.0\.0\.0:(\d+)",
+                                          honcho.output), timeout=60,
+                        message="gunicorn listening").group(1)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(base), timeout=60, interval=0.2, message="web ready")
+        wait_for(lambda: "relous.flush_due_replies" in honcho.output, timeout=60,
+                 message="beat scheduling flushes")
+        webhook = sign(inbound(msisdn=SENDERS[0], message_id="HONCHO-1"))
+        assert requests.post(f"{base}/webhooks/inbound", data=webhook, timeout=20).ok
+        wait_for(lambda: fake_vonage.sent_to(SENDERS[0]), message="the reply via honcho")
+    finally:
+        honcho.stop()

@@ -229,3 +229,12 @@ def test_readiness_names_the_database_when_it_is_down(idle_settings):
     response = create_app(settings, configure_logs=False).test_client().get("/readyz")
     assert response.status_code == 503
     assert set(response.json["failed"]) == {"database"}
+
+
+def test_web_warns_at_start_when_signatures_are_not_checked(idle_settings, caplog, queued):
+    settings = idle_settings.with_overrides(vonage_signature_secret=None)
+    with caplog.at_level("WARNING"):
+        client = create_app(settings, configure_logs=False).test_client()
+    assert "VONAGE_SIGNATURE_SECRET is not set" in caplog.text
+    assert client.post("/webhooks/inbound", data=inbound()).status_code == 200
+    assert queued() == 1

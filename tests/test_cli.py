@@ -1,0 +1,81 @@
+"""The `relous` command line, against the test PostgreSQL database."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from shared.cli import main
+
+
+@pytest.fixture
+def relous(db):
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return run
+
+
+def test_campaign_add_list_pause_resume(relous, db):
+    added = relous("campaign", "add", "33700000002", "--reply", "Laissez-la tranquille.",
+                   "--delay", "60")
+    assert added.exit_code == 0, added.output
+    assert "1 segment(s), GSM-7" in added.output
+    listing = relous("campaign", "list")
+    assert "33700000002" in listing.output and "active" in listing.output
+    assert relous("campaign", "pause", "33700000002").exit_code == 0
+    assert "paused" in relous("campaign", "list").output
+    assert relous("campaign", "resume", "33700000002").exit_code == 0
+    row = db.execute("SELECT paused, reply_delay_seconds FROM campaigns").fetchone()
+    assert (row["paused"], row["reply_delay_seconds"]) == (False, 60)
+
+
+def test_reply_over_one_segment_is_refused_without_allow_multipart(relous, db):
+    long_reply = "Merci d’arrêter de lui écrire, elle ne répondra pas. " * 2
+    refused = relous("campaign", "add", "33700000003", "--reply", long_reply)
+    assert refused.exit_code == 1
+    assert "segments" in refused.output and "--allow-multipart" in refused.output
+    assert db.execute("SELECT count(*) AS n FROM campaigns").fetchone()["n"] == 0
+    accepted = relous("campaign", "add", "33700000003", "--reply", long_reply,
+                      "--allow-multipart")
+    assert accepted.exit_code == 0
+
+
+def test_same_number_twice_is_refused(relous):
+    assert relous("campaign", "add", "33700000004", "--reply", "Stop.").exit_code == 0
+    again = relous("campaign", "add", "33700000004", "--reply", "Stop.")
+    assert again.exit_code == 1 and "already" in again.output
+
+
+@pytest.mark.parametrize("args", [
+    ("campaign", "add", "+33700000005", "--reply", "Stop."),
+    ("campaign", "add", "33700000005", "--reply", "Stop.", "--price-per-segment", "cheap"),
+    ("campaign", "add", "33700000005", "--reply", "   "),
+    ("campaign", "add", "33700000005"),
+    ("campaign", "pause", "nope"),
+])
+def test_bad_usage_exits_2_with_one_line_on_stderr(relous, args):
+    result = relous(*args)
+    assert result.exit_code == 2
+    assert result.output.strip()
+
+
+def test_pausing_an_unknown_campaign_fails(relous):
+    result = relous("campaign", "pause", "33799999999")
+    assert result.exit_code == 1 and "campaign list" in result.output
+
+
+def test_keys_prints_usable_values(relous):
+    from cryptography.fernet import Fernet
+
+    output = relous("keys").output
+    values = dict(line.split("=", 1) for line in output.strip().splitlines())
+    assert len(values["RELOUS_SECRET_KEY"]) >= 32
+    Fernet(values["RELOUS_EVIDENCE_KEY"])
+
+
+def test_db_upgrade_is_idempotent(relous):
+    result = relous("db", "upgrade")
+    assert result.exit_code == 0 and "applied 0 migration(s)" in result.output

@@ -1,0 +1,107 @@
+"""The storage layer on both dialects it supports: PostgreSQL (production) and SQLite (the
+embedded default), through the same SQL and the same migrations."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from shared import store
+from shared.db import Database, upgrade
+from shared.providers import SendResult, SentPart
+from shared.webhooks import DeliveryReceipt, parse_inbound
+from tests.helpers import inbound
+
+KEY = "store-test-key-0123456789"
+NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path, db) -> Database:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'store.db'}")
+        upgrade(database)
+    else:
+        database = Database(os.environ["DATABASE_URL"], pool_size=1)
+    with database.transaction() as tx:
+        store.add_campaign(tx, "33700000001", "Stop.", delay_seconds=3600,
+                           window_seconds=86400, price_per_segment=Decimal("0.08"),
+                           allow_multipart=False, now=NOW)
+    yield database
+    database.close()
+
+
+def _record(database: Database, at: datetime = NOW, **fields):
+    with database.transaction() as tx:
+        return store.record_inbound(tx, parse_inbound(inbound(**fields)), KEY, at)
+
+
+def test_migrations_are_idempotent(database):
+    assert upgrade(database) == []
+
+
+def test_duplicate_message_id_is_recorded_once(database):
+    assert _record(database, message_id="A").verdict == "reply"
+    assert _record(database, message_id="A").verdict == "duplicate"
+
+
+def test_second_message_in_window_is_suppressed_and_after_window_replied(database):
+    first = _record(database, message_id="A")
+    assert first.due_at == NOW + timedelta(hours=1)
+    assert _record(database, NOW + timedelta(hours=2), message_id="B").verdict == "suppress"
+    assert _record(database, NOW + timedelta(days=2), message_id="C").verdict == "reply"
+
+
+def test_parts_are_assembled_when_the_last_arrives(database):
+    parts = {"concat": "true", "concat-ref": "9", "concat-total": "2"}
+    second = _record(database, message_id="P2", text="monde", **parts, **{"concat-part": "2"})
+    assert second.verdict == "partial"
+    first = _record(database, message_id="P1", text="bonjour ", **parts,
+                    **{"concat-part": "1"})
+    assert first.verdict == "reply"
+    with database.transaction() as tx:
+        row = tx.execute("SELECT text, dedup_key FROM inbound_messages").fetchone()
+    assert (row["text"], row["dedup_key"]) == ("bonjour monde", "concat:P1")
+
+
+def test_a_due_reply_is_claimed_once_and_recorded_with_its_price(database):
+    reply_id = _record(database, message_id="A").reply_id
+    later = NOW + timedelta(hours=1, seconds=1)
+    with database.transaction() as tx:
+        assert store.claim_reply(tx, reply_id, NOW) is None, "not due yet"
+        assert store.dispatch_due_replies(tx, later) == [reply_id]
+        assert store.dispatch_due_replies(tx, later) == [], "handed over once"
+        claimed = store.claim_reply(tx, reply_id, later)
+        assert claimed is not None and claimed.to_number == "33612345621"
+        assert store.claim_reply(tx, reply_id, later) is None, "another worker gets nothing"
+        result = SendResult("sent", (SentPart("MSG1", Decimal("0.0333")),), segments=1)
+        assert store.record_send(tx, claimed, result, later, None) == "sent"
+        row = tx.execute("SELECT * FROM replies").fetchone()
+    assert row["to_number"] is None and Decimal(str(row["price"])) == Decimal("0.0333")
+
+
+def test_paused_campaign_keeps_its_replies_waiting(database):
+    reply_id = _record(database, message_id="A").reply_id
+    later = NOW + timedelta(hours=2)
+    with database.transaction() as tx:
+        store.set_campaign_paused(tx, "33700000001", True)
+        assert store.dispatch_due_replies(tx, later) == []
+        assert store.claim_reply(tx, reply_id, later) is None
+        store.set_campaign_paused(tx, "33700000001", False)
+        assert store.claim_reply(tx, reply_id, later) is not None
+
+
+def test_stale_sending_becomes_unknown_and_a_late_receipt_reconciles_it(database):
+    reply_id = _record(database, message_id="A").reply_id
+    due = NOW + timedelta(hours=1)
+    with database.transaction() as tx:
+        store.claim_reply(tx, reply_id, due)
+        assert store.recover_stale_sending(tx, due + timedelta(minutes=5)) == 0
+        assert store.recover_stale_sending(tx, due + timedelta(minutes=11)) == 1
+        receipt = DeliveryReceipt("LOST1", "delivered", 0, "0.0333", str(reply_id), "", None)
+        assert store.apply_receipt(tx, receipt, due + timedelta(minutes=12)) == "delivered"
+        row = tx.execute("SELECT status, to_number FROM replies").fetchone()
+    assert (row["status"], row["to_number"]) == ("delivered", None)
