@@ -2,8 +2,9 @@
 
 SQL is written once, for PostgreSQL, with psycopg's named parameters (`%(name)s`). On
 SQLite the same text runs after two mechanical rewrites: parameters become `:name`, and
-`FOR UPDATE [OF t] SKIP LOCKED` is dropped (SQLite serialises writers, so there is nothing to
-skip). Each process gets its own psycopg connection pool, created lazily after any fork.
+`FOR UPDATE [OF t] [SKIP LOCKED]` is dropped (SQLite serialises writers: a write
+transaction already holds the whole database). Each process gets its own psycopg
+connection pool, created lazily after any fork.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlparse
 # Fixed width, so that SQLite compares timestamps correctly as text.
 SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f+00:00"
 _PARAM = re.compile(r"%\((\w+)\)s")
-_ROW_LOCK = re.compile(r"\s+FOR UPDATE( OF \w+)? SKIP LOCKED", re.IGNORECASE)
+_ROW_LOCK = re.compile(r"\s+FOR UPDATE( OF \w+)?( SKIP LOCKED)?", re.IGNORECASE)
 
 
 class Cursor(Protocol):

@@ -6,9 +6,11 @@ so two messages of one sender handled at once cannot both win.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+
+from shared.abuse import CampaignRules
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class Campaign:
     price_per_segment: Decimal
     allow_multipart: bool
     paused: bool
+    rules: CampaignRules = field(default_factory=CampaignRules)
+    storm_mode: bool = False
+    observed_price_per_segment: Decimal = Decimal(0)
 
     @classmethod
     def from_row(cls, row: dict) -> Campaign:
@@ -32,6 +37,8 @@ class Campaign:
             reply_window_seconds=row["reply_window_seconds"],
             price_per_segment=Decimal(str(row["price_per_segment"])),
             allow_multipart=bool(row["allow_multipart"]), paused=bool(row["paused"]),
+            rules=CampaignRules.from_json(row["rules"]), storm_mode=bool(row["storm_mode"]),
+            observed_price_per_segment=Decimal(str(row["observed_price_per_segment"])),
         )
 
 

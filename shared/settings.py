@@ -43,6 +43,8 @@ class Settings:
     signature_max_age: int = 259200
     metrics_token: str | None = None
     log_level: str = "INFO"
+    sms_rate_per_second: int = 30
+    lexicon_path: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -70,6 +72,8 @@ class Settings:
             signature_max_age=_int(env, "RELOUS_SIGNATURE_MAX_AGE", 259200, minimum=1),
             metrics_token=get("METRICS_TOKEN"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            sms_rate_per_second=_int(env, "SMS_RATE_PER_SECOND", 30, minimum=1),
+            lexicon_path=get("RELOUS_LEXICON_PATH"),
         )
         settings.validate(require_keys=require_keys)
         return settings
@@ -92,6 +96,8 @@ class Settings:
             raise ConfigError(
                 f"VONAGE_SIGNATURE_METHOD must be one of {', '.join(SIGNATURE_METHODS)}"
             )
+        if self.lexicon_path and not Path(self.lexicon_path).is_file():
+            raise ConfigError(f"RELOUS_LEXICON_PATH: no file at {self.lexicon_path}")
         if logging.getLevelName(self.log_level) == f"Level {self.log_level}":
             raise ConfigError("LOG_LEVEL must be a Python logging level such as INFO or DEBUG")
         if not require_keys:

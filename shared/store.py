@@ -8,21 +8,40 @@ updates whose row count says whether this process won.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from shared.abuse import (
+    BLOCK,
+    REPLY,
+    CampaignStats,
+    SenderStats,
+    block_until,
+    fingerprint,
+    lexicon_hits,
+    next_storm_mode,
+    raid_in_progress,
+    score_message,
+)
+from shared.budget import BudgetState, day_start, estimate_cost, hour_start
 from shared.db import Transaction
 from shared.phones import pseudonym
 from shared.providers import SendResult
+from shared.ratelimit import refill, wait_for_token
 from shared.replies import Campaign, ReplyDecision, decide_reply
 from shared.webhooks import DeliveryReceipt, InboundSms
 
-# A reply claimed for sending longer ago than this was lost with its worker (the HTTP call
-# times out after 10 s): it is marked `unknown`, never resent (see README, at-most-once).
+# Prefix clustering compares senders' numbers without their last digits (keyed, like the
+# pseudonyms, so the prefix itself is not stored).
+PREFIX_HIDDEN_DIGITS = 4
+
+# A reply in `sending` for longer than this was lost with its worker (the HTTP call times
+# out after 10 s): it is marked `unknown`, never resent (see README, at most once).
 SENDING_STALE_AFTER = timedelta(minutes=10)
-# A due reply handed to the broker is not handed again before this, unless still pending.
-REDISPATCH_AFTER = timedelta(minutes=2)
+# A reply `claimed` (reserved, not yet handed to the provider) for longer than this was
+# left by a dead worker: it goes back to `pending`.
+CLAIMED_STALE_AFTER = timedelta(minutes=2)
 FAILED_RECEIPT_STATUSES = {"expired", "failed", "rejected", "undelivered"}
 
 
@@ -34,13 +53,14 @@ class InboundOutcome:
     campaign: str | None
     reply_id: int | None = None
     due_at: datetime | None = None
+    campaign_id: int | None = None
 
 
 # --- campaigns ----------------------------------------------------------------------------
 
 CAMPAIGN_COLUMNS = (
     "id, number, reply_text, reply_delay_seconds, reply_window_seconds, price_per_segment,"
-    " allow_multipart, paused"
+    " allow_multipart, paused, rules, storm_mode, observed_price_per_segment"
 )
 
 
@@ -82,9 +102,9 @@ def set_campaign_paused(tx: Transaction, number: str, paused: bool) -> bool:
 
 # --- inbound ------------------------------------------------------------------------------
 
-def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str,
-                   now: datetime) -> InboundOutcome:
-    """Deduplicate, reassemble, record and decide one inbound SMS (one transaction)."""
+def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
+                   lexicon: tuple[str, ...] = ()) -> InboundOutcome:
+    """Deduplicate, reassemble, record, score and decide one inbound SMS (one transaction)."""
     campaign = find_campaign(tx, sms.to)
     sender = pseudonym(sms.msisdn, secret_key)
     if campaign is None:
@@ -92,12 +112,14 @@ def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str,
                                      now, "unroutable", "no campaign answers on this number")
         return InboundOutcome("unroutable" if inbound_id else "duplicate", None)
 
+    prefix_group = pseudonym(sms.msisdn[:-PREFIX_HIDDEN_DIGITS], secret_key)
     if sms.concat_ref is None:
         inbound_id = _insert_inbound(tx, sms.message_id, campaign.id, sms, sender, sms.text,
                                      now, "pending", "")
         if inbound_id is None:
             return InboundOutcome("duplicate", campaign.number)
-        window_ends_at = _lock_sender(tx, campaign.id, sender, now)
+        state = _lock_sender(tx, campaign.id, sender, prefix_group, now)
+        text = sms.text
     else:
         inserted = tx.execute(
             "INSERT INTO inbound_parts (provider_message_id, campaign_id, sender, concat_ref,"
@@ -112,13 +134,44 @@ def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str,
         if not inserted:
             return InboundOutcome("duplicate", campaign.number)
         # The sender's row lock serialises its parts: the last part to commit sees them all.
-        window_ends_at = _lock_sender(tx, campaign.id, sender, now)
-        inbound_id = _assemble(tx, campaign.id, sender, sms, now)
-        if inbound_id is None:
+        state = _lock_sender(tx, campaign.id, sender, prefix_group, now)
+        assembled = _assemble(tx, campaign.id, sender, sms, now)
+        if assembled is None:
             return InboundOutcome("partial", campaign.number)
+        inbound_id, text = assembled
 
-    decision = decide_reply(campaign, window_ends_at, now)
-    return _apply_decision(tx, campaign, sender, sms.msisdn, inbound_id, decision, now)
+    rules = campaign.rules
+    text_key = fingerprint(text)
+    listed = _listed(tx, sender)
+    blocked = state["blocked_until"] is not None and state["blocked_until"] > now
+    if listed or blocked:
+        sender_stats = SenderStats(0, 0, 0, 0, False, blocked=blocked, listed=listed)
+        campaign_stats = CampaignStats(0, 0.0, 0, 0, campaign.storm_mode)
+    else:
+        sender_stats = _sender_stats(tx, campaign.id, sender, text_key, state, now)
+        campaign_stats = _campaign_stats(tx, campaign, text_key, prefix_group, now)
+    verdict = score_message(rules, sender_stats, campaign_stats, lexicon_hits(text, lexicon))
+    reasons = list(verdict.reasons)
+    decision = None
+    if verdict.verdict == BLOCK and not blocked and listed != "block":
+        tx.execute(
+            "UPDATE senders SET blocked_until = %(until)s"
+            " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
+            {"until": block_until(rules, now), "campaign": campaign.id, "sender": sender},
+        )
+    if verdict.verdict == REPLY:
+        decision = decide_reply(campaign, state["reply_window_ends_at"], now)
+        reasons.extend(decision.reasons)
+    final = decision.verdict if decision else verdict.verdict
+    tx.execute(
+        "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s,"
+        " score = %(score)s, fingerprint = %(fingerprint)s WHERE id = %(id)s",
+        {"verdict": final, "reasons": "; ".join(reasons), "score": verdict.score,
+         "fingerprint": text_key, "id": inbound_id},
+    )
+    if decision is None or decision.verdict != "reply":
+        return InboundOutcome(final, campaign.number)
+    return _schedule_reply(tx, campaign, sender, sms.msisdn, inbound_id, decision, now)
 
 
 def _insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None, sms: InboundSms,
@@ -126,35 +179,93 @@ def _insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None, sm
                     parts: int = 1) -> int | None:
     row = tx.execute(
         "INSERT INTO inbound_messages (dedup_key, campaign_id, to_number, sender, text,"
-        " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons)"
+        " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
+        " fingerprint)"
         " VALUES (%(key)s, %(campaign)s, %(to)s, %(sender)s, %(text)s, %(type)s, %(keyword)s,"
-        " %(parts)s, %(provider_ts)s, %(now)s, %(verdict)s, %(reasons)s)"
+        " %(parts)s, %(provider_ts)s, %(now)s, %(verdict)s, %(reasons)s, %(fingerprint)s)"
         " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
         {"key": dedup_key, "campaign": campaign_id, "to": sms.to, "sender": sender,
          "text": text, "type": sms.type, "keyword": sms.keyword, "parts": parts,
          "provider_ts": _provider_timestamp(sms.message_timestamp), "now": now,
-         "verdict": verdict, "reasons": reasons},
+         "verdict": verdict, "reasons": reasons, "fingerprint": fingerprint(text)},
     ).fetchone()
     return row["id"] if row else None
 
 
-def _lock_sender(tx: Transaction, campaign_id: int, sender: str,
-                 now: datetime) -> datetime | None:
-    """Create or touch the sender's row, holding its lock until commit; its reply window."""
-    row = tx.execute(
-        "INSERT INTO senders (campaign_id, sender, first_seen_at, last_seen_at, message_count)"
-        " VALUES (%(campaign)s, %(sender)s, %(now)s, %(now)s, 1)"
+def _lock_sender(tx: Transaction, campaign_id: int, sender: str, prefix_group: str,
+                 now: datetime) -> dict[str, Any]:
+    """Create or touch the sender's row, holding its lock until commit; return its state."""
+    return tx.execute(
+        "INSERT INTO senders (campaign_id, sender, first_seen_at, last_seen_at, message_count,"
+        " prefix_group)"
+        " VALUES (%(campaign)s, %(sender)s, %(now)s, %(now)s, 1, %(prefix)s)"
         " ON CONFLICT (campaign_id, sender) DO UPDATE SET"
         " last_seen_at = excluded.last_seen_at,"
         " message_count = senders.message_count + 1"
-        " RETURNING reply_window_ends_at",
-        {"campaign": campaign_id, "sender": sender, "now": now},
+        " RETURNING reply_window_ends_at, blocked_until, first_seen_at",
+        {"campaign": campaign_id, "sender": sender, "now": now, "prefix": prefix_group},
     ).fetchone()
-    return row["reply_window_ends_at"]
+
+
+def _listed(tx: Transaction, sender: str) -> str | None:
+    row = tx.execute("SELECT list FROM sender_lists WHERE sender = %(sender)s",
+                     {"sender": sender}).fetchone()
+    return row["list"] if row else None
+
+
+def _sender_stats(tx: Transaction, campaign_id: int, sender: str, text_key: str,
+                  state: dict[str, Any], now: datetime) -> SenderStats:
+    row = tx.execute(
+        "SELECT"
+        " SUM(CASE WHEN received_at > %(minute)s THEN 1 ELSE 0 END) AS per_minute,"
+        " SUM(CASE WHEN received_at > %(hour)s THEN 1 ELSE 0 END) AS per_hour,"
+        " COUNT(*) AS per_day,"
+        " SUM(CASE WHEN fingerprint = %(key)s AND %(key)s <> '' THEN 1 ELSE 0 END) AS same"
+        " FROM inbound_messages"
+        " WHERE campaign_id = %(campaign)s AND sender = %(sender)s AND received_at > %(day)s",
+        {"minute": now - timedelta(minutes=1), "hour": now - timedelta(hours=1),
+         "day": now - timedelta(days=1), "key": text_key, "campaign": campaign_id,
+         "sender": sender},
+    ).fetchone()
+    first_contact = state["first_seen_at"] == now
+    # The message being judged is counted (it was inserted in this transaction); its
+    # fingerprint is written with the verdict, so it is added here.
+    return SenderStats(int(row["per_minute"] or 0), int(row["per_hour"] or 0),
+                       int(row["per_day"] or 0),
+                       int(row["same"] or 0) + (1 if text_key else 0), first_contact)
+
+
+def _campaign_stats(tx: Transaction, campaign: Campaign, text_key: str, prefix_group: str,
+                    now: datetime) -> CampaignStats:
+    rules = campaign.rules
+    window = timedelta(seconds=rules.raid_window_seconds)
+    row = tx.execute(
+        "SELECT SUM(CASE WHEN first_seen_at > %(recent)s THEN 1 ELSE 0 END) AS recent,"
+        " SUM(CASE WHEN first_seen_at <= %(recent)s THEN 1 ELSE 0 END) AS earlier"
+        " FROM senders WHERE campaign_id = %(campaign)s AND first_seen_at > %(day)s",
+        {"recent": now - window, "day": now - timedelta(days=1), "campaign": campaign.id},
+    ).fetchone()
+    windows_per_day = max(timedelta(days=1) / window - 1, 1)
+    stats = CampaignStats(int(row["recent"] or 0), int(row["earlier"] or 0) / windows_per_day,
+                          0, 0, campaign.storm_mode)
+    if not raid_in_progress(rules, stats):
+        return stats
+    same = tx.execute(
+        "SELECT COUNT(DISTINCT sender) AS n FROM inbound_messages"
+        " WHERE campaign_id = %(campaign)s AND fingerprint = %(key)s AND received_at > %(since)s",
+        {"campaign": campaign.id, "key": text_key, "since": now - window},
+    ).fetchone()["n"] if text_key else 0
+    prefix = tx.execute(
+        "SELECT COUNT(*) AS n FROM senders WHERE campaign_id = %(campaign)s"
+        " AND prefix_group = %(prefix)s AND first_seen_at > %(since)s",
+        {"campaign": campaign.id, "prefix": prefix_group, "since": now - window},
+    ).fetchone()["n"]
+    return CampaignStats(stats.new_senders_recent, stats.new_senders_baseline,
+                         int(same) + (1 if text_key else 0), int(prefix), campaign.storm_mode)
 
 
 def _assemble(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
-              now: datetime) -> int | None:
+              now: datetime) -> tuple[int, str] | None:
     """When every part of a concatenated SMS is here, record it once; else None."""
     rows = tx.execute(
         "SELECT provider_message_id, part, text FROM inbound_parts"
@@ -180,39 +291,34 @@ def _assemble(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
         " WHERE provider_message_id = %(id)s",
         [{"inbound": inbound_id, "id": row["provider_message_id"]} for row in rows],
     )
-    return inbound_id
+    assert inbound_id is not None  # parts are unique, so their whole is new
+    return inbound_id, text
 
 
-def _apply_decision(tx: Transaction, campaign: Campaign, sender: str, msisdn: str,
+def _schedule_reply(tx: Transaction, campaign: Campaign, sender: str, msisdn: str,
                     inbound_id: int, decision: ReplyDecision, now: datetime) -> InboundOutcome:
-    tx.execute(
-        "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s"
-        " WHERE id = %(id)s",
-        {"verdict": decision.verdict, "reasons": "; ".join(decision.reasons), "id": inbound_id},
-    )
-    if decision.verdict != "reply":
-        return InboundOutcome(decision.verdict, campaign.number)
     tx.execute(
         "UPDATE senders SET reply_window_ends_at = %(ends)s"
         " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
         {"ends": decision.window_ends_at, "campaign": campaign.id, "sender": sender},
     )
+    assert decision.due_at is not None
+    expires_at = decision.due_at + timedelta(seconds=campaign.rules.reply_freshness_seconds)
     row = tx.execute(
         "INSERT INTO replies (campaign_id, sender, inbound_message_id, to_number, text,"
-        " due_at, created_at, updated_at)"
+        " due_at, expires_at, created_at, updated_at)"
         " VALUES (%(campaign)s, %(sender)s, %(inbound)s, %(to)s, %(text)s, %(due)s,"
-        " %(now)s, %(now)s) RETURNING id",
+        " %(expires)s, %(now)s, %(now)s) RETURNING id",
         {"campaign": campaign.id, "sender": sender, "inbound": inbound_id, "to": msisdn,
-         "text": campaign.reply_text, "due": decision.due_at, "now": now},
+         "text": campaign.reply_text, "due": decision.due_at, "expires": expires_at,
+         "now": now},
     ).fetchone()
-    return InboundOutcome("reply", campaign.number, row["id"], decision.due_at)
+    return InboundOutcome("reply", campaign.number, row["id"], decision.due_at, campaign.id)
 
 
 def _provider_timestamp(value: str | None) -> datetime | None:
     if not value:
         return None
-    from datetime import UTC
-
     return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
@@ -223,68 +329,126 @@ class ClaimedReply:
     id: int
     to_number: str
     text: str
+    campaign_id: int
     campaign_number: str
     attempts: int
+    reserved: Decimal
 
 
-def dispatch_due_replies(tx: Transaction, now: datetime, limit: int = 500) -> list[int]:
-    """Mark due replies as handed to the broker and return their ids (beat's flush)."""
+def campaigns_with_due_replies(tx: Transaction, now: datetime) -> list[int]:
+    """Campaigns (not paused) that have replies due now: beat's flush sends for each."""
     rows = tx.execute(
-        "UPDATE replies SET dispatched_at = %(now)s WHERE id IN ("
-        " SELECT r.id FROM replies r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE r.status = 'pending' AND r.due_at <= %(now)s AND NOT c.paused"
-        " AND (r.dispatched_at IS NULL OR r.dispatched_at < %(redispatch)s)"
-        " ORDER BY r.due_at LIMIT %(limit)s FOR UPDATE OF r SKIP LOCKED)"
-        " RETURNING id",
-        {"now": now, "redispatch": now - REDISPATCH_AFTER, "limit": limit},
+        "SELECT DISTINCT r.campaign_id FROM replies r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE r.status = 'pending' AND r.due_at <= %(now)s AND NOT c.paused",
+        {"now": now},
     ).fetchall()
-    return [row["id"] for row in rows]
+    return [row["campaign_id"] for row in rows]
 
 
-def claim_reply(tx: Transaction, reply_id: int, now: datetime) -> ClaimedReply | None:
-    """Move one due reply from `pending` to `sending`; None when another worker has it."""
-    row = tx.execute(
-        "UPDATE replies SET status = 'sending', claimed_at = %(now)s, updated_at = %(now)s,"
-        " attempts = attempts + 1"
-        " WHERE id = %(id)s AND status = 'pending' AND due_at <= %(now)s"
-        " AND campaign_id IN (SELECT id FROM campaigns WHERE NOT paused)"
-        " RETURNING id, to_number, text, campaign_id, attempts",
-        {"id": reply_id, "now": now},
-    ).fetchone()
-    if row is None:
-        return None
-    number = tx.execute("SELECT number FROM campaigns WHERE id = %(id)s",
-                        {"id": row["campaign_id"]}).fetchone()["number"]
-    return ClaimedReply(row["id"], row["to_number"], row["text"], number, row["attempts"])
+def expire_replies(tx: Transaction, now: datetime) -> int:
+    """Pending replies past their freshness limit are given up (and forget the number)."""
+    return tx.execute(
+        "UPDATE replies SET status = 'expired', to_number = NULL, updated_at = %(now)s,"
+        " error = COALESCE(error, 'not sent within its freshness limit')"
+        " WHERE status = 'pending' AND expires_at < %(now)s",
+        {"now": now},
+    ).rowcount
+
+
+def claim_batch(tx: Transaction, campaign_id: int, now: datetime,
+                limit: int) -> list[ClaimedReply]:
+    """Claim up to `limit` due replies of a campaign, reserving their estimated cost.
+
+    The campaign's budget row is locked first, so concurrent claimers queue on it: what
+    one reserves, the next sees. Replies that do not fit wait (pushed to when room can
+    appear) until they expire; they are never dropped silently.
+    """
+    campaign = _campaign_by_id(tx, campaign_id)
+    if campaign is None or campaign.paused:
+        return []
+    budget = _lock_budget(tx, campaign_id, now)
+    rows = tx.execute(
+        "SELECT id, to_number, text, attempts, expires_at FROM replies"
+        " WHERE campaign_id = %(campaign)s AND status = 'pending' AND due_at <= %(now)s"
+        " AND (expires_at IS NULL OR expires_at >= %(now)s)"
+        " ORDER BY due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+        {"campaign": campaign_id, "now": now, "limit": limit},
+    ).fetchall()
+    if not rows:
+        return []
+    costs = [estimate_cost(row["text"], campaign.price_per_segment,
+                           campaign.observed_price_per_segment) for row in rows]
+    fitting = budget.fitting(costs)
+    claimed = rows[:fitting]
+    tx.executemany(
+        "UPDATE replies SET status = 'claimed', claimed_at = %(now)s, updated_at = %(now)s,"
+        " attempts = attempts + 1, reserved = %(cost)s, reserved_hour = %(hour)s,"
+        " reserved_day = %(day)s WHERE id = %(id)s",
+        [{"now": now, "cost": cost, "hour": budget.hour_start, "day": budget.day_start,
+          "id": row["id"]} for row, cost in zip(claimed, costs, strict=False)],
+    )
+    reserved = sum(costs[:fitting], Decimal(0))
+    tx.execute(
+        "UPDATE budgets SET hour_start = %(hour)s, hour_used = %(hour_used)s,"
+        " day_start = %(day)s, day_used = %(day_used)s, total_used = %(total_used)s"
+        " WHERE campaign_id = %(campaign)s",
+        {"hour": budget.hour_start, "hour_used": budget.hour_used + reserved,
+         "day": budget.day_start, "day_used": budget.day_used + reserved,
+         "total_used": budget.total_used + reserved, "campaign": campaign_id},
+    )
+    if fitting < len(rows):
+        room_at = budget.next_room(now)
+        tx.executemany(
+            "UPDATE replies SET due_at = %(due)s, error = 'waiting for budget',"
+            " updated_at = %(now)s WHERE id = %(id)s",
+            [{"due": min(room_at, row["expires_at"]) if room_at and row["expires_at"]
+              else (room_at or row["expires_at"] or now + timedelta(hours=1)),
+              "now": now, "id": row["id"]} for row in rows[fitting:]],
+        )
+    return [ClaimedReply(row["id"], row["to_number"], row["text"], campaign_id,
+                         campaign.number, row["attempts"] + 1, cost)
+            for row, cost in zip(claimed, costs, strict=False)]
+
+
+def start_sending(tx: Transaction, reply: ClaimedReply, now: datetime) -> bool:
+    """`claimed` -> `sending`, committed just before the provider call: from here on a
+    crash means "maybe sent", and the reply is never sent again."""
+    return tx.execute(
+        "UPDATE replies SET status = 'sending', claimed_at = %(now)s, updated_at = %(now)s"
+        " WHERE id = %(id)s AND status = 'claimed'",
+        {"now": now, "id": reply.id},
+    ).rowcount == 1
 
 
 def record_send(tx: Transaction, reply: ClaimedReply, result: SendResult, now: datetime,
                 retry_at: datetime | None) -> str:
-    """Store what the provider said; return the reply's new status.
+    """Store what the provider said, settle the reservation; return the new status.
 
-    `sent`, `failed` and `unknown` erase the raw number: it is never needed again.
-    `retry` puts the reply back to `pending` at `retry_at` (None: give up, `failed`).
+    `sent` settles the reservation to the reported price; `retry` and `failed` give it
+    back; `unknown` keeps it (the SMS may have been billed). `sent`, `failed` and
+    `unknown` erase the raw number. `retry` puts the reply back to `pending` at
+    `retry_at` (None: the attempts are used up, `failed`).
     """
     if result.outcome == "retry" and retry_at is not None:
+        status = "pending"
         tx.execute(
             "UPDATE replies SET status = 'pending', due_at = %(due)s, claimed_at = NULL,"
-            " dispatched_at = NULL, error = %(error)s, updated_at = %(now)s"
-            " WHERE id = %(id)s AND status = 'sending'",
+            " error = %(error)s, updated_at = %(now)s WHERE id = %(id)s AND status = 'sending'",
             {"due": retry_at, "error": result.error, "now": now, "id": reply.id},
         )
-        return "pending"
-    status = {"sent": "sent", "unknown": "unknown"}.get(result.outcome, "failed")
-    tx.execute(
-        "UPDATE replies SET status = %(status)s, to_number = NULL, sent_at = %(sent_at)s,"
-        " provider_message_id = %(message_id)s, segments = %(segments)s, price = %(price)s,"
-        " error = %(error)s, updated_at = %(now)s"
-        " WHERE id = %(id)s AND status = 'sending'",
-        {"status": status, "sent_at": now if status == "sent" else None,
-         "message_id": result.parts[0].message_id if result.parts else None,
-         "segments": result.segments if status == "sent" else None,
-         "price": result.price if status == "sent" else None,
-         "error": result.error or None, "now": now, "id": reply.id},
-    )
+    else:
+        status = {"sent": "sent", "unknown": "unknown"}.get(result.outcome, "failed")
+        tx.execute(
+            "UPDATE replies SET status = %(status)s, to_number = NULL, sent_at = %(sent_at)s,"
+            " provider_message_id = %(message_id)s, segments = %(segments)s,"
+            " price = %(price)s, error = %(error)s, updated_at = %(now)s"
+            " WHERE id = %(id)s AND status = 'sending'",
+            {"status": status, "sent_at": now if status == "sent" else None,
+             "message_id": result.parts[0].message_id if result.parts else None,
+             "segments": result.segments if status == "sent" else None,
+             "price": result.price if status == "sent" else None,
+             "error": result.error or None, "now": now, "id": reply.id},
+        )
     if result.parts:
         tx.executemany(
             "INSERT INTO reply_parts (provider_message_id, reply_id, price, updated_at)"
@@ -293,17 +457,174 @@ def record_send(tx: Transaction, reply: ClaimedReply, result: SendResult, now: d
             [{"message_id": part.message_id, "reply": reply.id, "price": part.price,
               "now": now} for part in result.parts],
         )
+    if status == "sent":
+        _settle(tx, reply.id, result.price)
+        if result.segments:
+            _observe_price(tx, reply.campaign_id, result.price / result.segments)
+    elif status != "unknown":
+        _settle(tx, reply.id, Decimal(0))
     return status
 
 
-def recover_stale_sending(tx: Transaction, now: datetime) -> int:
-    """Replies whose worker died mid-send become `unknown`: at most once, never resent."""
-    return tx.execute(
+def recover_stale_claims(tx: Transaction, now: datetime) -> tuple[int, int]:
+    """Repair what dead workers left: (claimed -> pending, sending -> unknown).
+
+    `claimed` replies were never handed to the provider: they go back to `pending` and
+    their reservation is returned. `sending` ones may have gone out: `unknown`, never
+    resent, reservation kept (see README, at most once).
+    """
+    stale_claims = tx.execute(
+        "SELECT id FROM replies WHERE status = 'claimed' AND claimed_at < %(stale)s",
+        {"stale": now - CLAIMED_STALE_AFTER},
+    ).fetchall()
+    for row in stale_claims:
+        _settle(tx, row["id"], Decimal(0))
+    tx.executemany(
+        "UPDATE replies SET status = 'pending', claimed_at = NULL, updated_at = %(now)s"
+        " WHERE id = %(id)s AND status = 'claimed'",
+        [{"now": now, "id": row["id"]} for row in stale_claims],
+    )
+    lost = tx.execute(
         "UPDATE replies SET status = 'unknown', to_number = NULL, updated_at = %(now)s,"
         " error = 'worker lost while sending; not resent (at most once)'"
         " WHERE status = 'sending' AND claimed_at < %(stale)s",
         {"now": now, "stale": now - SENDING_STALE_AFTER},
     ).rowcount
+    return len(stale_claims), lost
+
+
+def take_send_token(tx: Transaction, name: str, rate: float, now: datetime) -> float:
+    """Take one token of the shared send rate; return 0, or the seconds to wait."""
+    capacity = max(rate, 1.0)
+    tx.execute(
+        "INSERT INTO rate_buckets (name, tokens, updated_at) VALUES (%(name)s, %(tokens)s,"
+        " %(now)s) ON CONFLICT (name) DO NOTHING",
+        {"name": name, "tokens": capacity, "now": now},
+    )
+    row = tx.execute("SELECT tokens, updated_at FROM rate_buckets WHERE name = %(name)s"
+                     " FOR UPDATE", {"name": name}).fetchone()
+    available = refill(float(row["tokens"]), row["updated_at"], now, rate, capacity)
+    wait = wait_for_token(available, rate)
+    if wait == 0:
+        available -= 1
+    tx.execute("UPDATE rate_buckets SET tokens = %(tokens)s, updated_at = %(now)s"
+               " WHERE name = %(name)s", {"tokens": available, "now": now, "name": name})
+    return wait
+
+
+def _campaign_by_id(tx: Transaction, campaign_id: int) -> Campaign | None:
+    row = tx.execute(
+        f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = %(id)s",  # noqa: S608
+        {"id": campaign_id},
+    ).fetchone()
+    return Campaign.from_row(row) if row else None
+
+
+def _lock_budget(tx: Transaction, campaign_id: int, now: datetime) -> BudgetState:
+    """The campaign's budget, locked until commit, as seen at `now`."""
+    tx.execute(
+        "INSERT INTO budgets (campaign_id, hour_start, day_start)"
+        " VALUES (%(campaign)s, %(hour)s, %(day)s) ON CONFLICT (campaign_id) DO NOTHING",
+        {"campaign": campaign_id, "hour": hour_start(now), "day": day_start(now)},
+    )
+    row = tx.execute("SELECT * FROM budgets WHERE campaign_id = %(campaign)s FOR UPDATE",
+                     {"campaign": campaign_id}).fetchone()
+    return _budget_state(row).rolled(now)
+
+
+def _budget_state(row: dict[str, Any]) -> BudgetState:
+    def money(value: Any) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+    return BudgetState(money(row["hourly_cap"]), money(row["daily_cap"]),
+                       money(row["total_cap"]), row["hour_start"],
+                       Decimal(str(row["hour_used"])), row["day_start"],
+                       Decimal(str(row["day_used"])), Decimal(str(row["total_used"])))
+
+
+def _settle(tx: Transaction, reply_id: int, actual: Decimal) -> None:
+    """Replace a reply's reservation by what it actually cost (0 when nothing was sent).
+
+    A period that has rolled over since the reservation is left alone: its counter
+    already started again from zero.
+    """
+    row = tx.execute(
+        "SELECT campaign_id, reserved, reserved_hour, reserved_day FROM replies"
+        " WHERE id = %(id)s", {"id": reply_id},
+    ).fetchone()
+    if row is None or row["reserved"] is None:
+        return
+    delta = actual - Decimal(str(row["reserved"]))
+    tx.execute(
+        "UPDATE budgets SET"
+        " hour_used = CASE WHEN hour_start = %(hour)s THEN hour_used + %(delta)s"
+        " ELSE hour_used END,"
+        " day_used = CASE WHEN day_start = %(day)s THEN day_used + %(delta)s ELSE day_used END,"
+        " total_used = total_used + %(delta)s, spent = spent + %(actual)s"
+        " WHERE campaign_id = %(campaign)s",
+        {"hour": row["reserved_hour"], "day": row["reserved_day"], "delta": delta,
+         "actual": actual, "campaign": row["campaign_id"]},
+    )
+    tx.execute("UPDATE replies SET reserved = NULL WHERE id = %(id)s", {"id": reply_id})
+
+
+def _observe_price(tx: Transaction, campaign_id: int, per_segment: Decimal) -> None:
+    """Remember the highest reported price per segment, so estimates never fall below it."""
+    tx.execute(
+        "UPDATE campaigns SET observed_price_per_segment = %(price)s"
+        " WHERE id = %(id)s AND observed_price_per_segment < %(price)s",
+        {"price": per_segment, "id": campaign_id},
+    )
+
+
+# --- budgets and storm mode (operators) ---------------------------------------------------
+
+def set_budget(tx: Transaction, number: str, now: datetime, **caps: Decimal | None) -> bool:
+    """Set some caps (`hourly`, `daily`, `total`; None removes one) of a campaign.
+
+    False when no campaign answers on `number`.
+    """
+    campaign = find_campaign(tx, number)
+    if campaign is None:
+        return False
+    _lock_budget(tx, campaign.id, now)
+    for period, cap in caps.items():
+        tx.execute(CAP_UPDATES[period], {"cap": cap, "campaign": campaign.id})
+    return True
+
+
+CAP_UPDATES = {
+    period: f"UPDATE budgets SET {period}_cap = %(cap)s WHERE campaign_id = %(campaign)s"  # noqa: S608
+    for period in ("hourly", "daily", "total")
+}
+
+
+def budget_of(tx: Transaction, campaign_id: int, now: datetime) -> BudgetState | None:
+    row = tx.execute("SELECT * FROM budgets WHERE campaign_id = %(campaign)s",
+                     {"campaign": campaign_id}).fetchone()
+    return _budget_state(row).rolled(now) if row else None
+
+
+def evaluate_storm_mode(tx: Transaction, now: datetime) -> list[tuple[str, bool, int]]:
+    """Switch campaigns in and out of storm mode from their last minute of inbound.
+
+    Returns (campaign, storm mode, messages in the last minute) for the ones that changed.
+    """
+    changed = []
+    for campaign in list_campaigns(tx):
+        per_minute = tx.execute(
+            "SELECT COUNT(*) AS n FROM inbound_messages WHERE campaign_id = %(campaign)s"
+            " AND received_at > %(since)s",
+            {"campaign": campaign.id, "since": now - timedelta(minutes=1)},
+        ).fetchone()["n"]
+        storm = next_storm_mode(campaign.rules, campaign.storm_mode, per_minute)
+        if storm != campaign.storm_mode:
+            tx.execute(
+                "UPDATE campaigns SET storm_mode = %(storm)s, storm_changed_at = %(now)s"
+                " WHERE id = %(id)s", {"storm": storm, "now": now, "id": campaign.id},
+            )
+            changed.append((campaign.number, storm, per_minute))
+    return changed
 
 
 # --- delivery receipts --------------------------------------------------------------------

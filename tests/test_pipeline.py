@@ -167,7 +167,7 @@ def test_server_error_is_retried(db, campaign, fake_vonage, post):
 def test_crash_between_send_and_record_sends_no_second_sms(db, campaign, fake_vonage):
     """A worker claims and sends, then dies before recording: the redelivered task finds
     the reply `sending`, sends nothing, and the stale claim is later marked `unknown`."""
-    campaign()
+    number = campaign()
     settings = Settings.from_env()
     database = tasks.database(settings.database_url)
     from shared.webhooks import parse_inbound
@@ -177,18 +177,44 @@ def test_crash_between_send_and_record_sends_no_second_sms(db, campaign, fake_vo
         outcome = store.record_inbound(tx, parse_inbound(inbound(message_id="CRASH")),
                                        settings.secret_key, now)
     with database.transaction() as tx:
-        claimed = store.claim_reply(tx, outcome.reply_id, now)
-    tasks.provider(settings).send(claimed.to_number, claimed.campaign_number, claimed.text,
+        [claimed] = store.claim_batch(tx, outcome.campaign_id, now, 10)
+        assert store.start_sending(tx, claimed, now)
+    tasks.provider(settings).send(claimed.to_number, number, claimed.text,
                                   client_ref=str(claimed.id))
     # ... the worker dies here; RabbitMQ redelivers the task to another worker:
-    assert tasks.send_reply.apply(args=(outcome.reply_id,)).get()["status"] == "not claimed"
+    assert tasks.send_due_replies.apply(args=(outcome.campaign_id,)).get() == {
+        "campaign_id": outcome.campaign_id}
     assert len(fake_vonage.sent) == 1
     db.execute("UPDATE replies SET claimed_at = claimed_at - interval '11 minutes'")
-    assert tasks.recover_stale_sending.apply().get() == {"recovered": 1}
+    assert tasks.recover_stale_sending.apply().get() == {"returned": 0, "recovered": 1}
     [reply] = _replies(db)
     assert reply["status"] == "unknown" and reply["to_number"] is None
-    assert tasks.flush_due_replies.apply().get() == {"dispatched": 0}
+    assert tasks.flush_due_replies.apply().get() == {"campaigns": 0, "expired": 0}
     assert len(fake_vonage.sent) == 1
+
+
+def test_claimed_but_never_sent_reply_goes_back_to_pending_and_is_sent(db, campaign,
+                                                                        fake_vonage, worker):
+    """A worker dies after claiming a batch, before handing a reply to the provider: the
+    reply was certainly not sent, so it returns to `pending` and is sent once."""
+    campaign()
+    settings = Settings.from_env()
+    database = tasks.database(settings.database_url)
+    from shared.webhooks import parse_inbound
+
+    now = datetime.now(UTC)
+    with database.transaction() as tx:
+        outcome = store.record_inbound(tx, parse_inbound(inbound(message_id="CLAIMED")),
+                                       settings.secret_key, now)
+    with database.transaction() as tx:
+        assert len(store.claim_batch(tx, outcome.campaign_id, now, 10)) == 1
+    db.execute("UPDATE replies SET claimed_at = claimed_at - interval '3 minutes'")
+    assert tasks.recover_stale_sending.apply().get() == {"returned": 1, "recovered": 0}
+    tasks.flush_due_replies.delay()
+    wait_for(lambda: fake_vonage.sent, message="the recovered reply")
+    wait_until_idle(VHOST)
+    assert len(fake_vonage.sent) == 1
+    assert [r["status"] for r in _replies(db)] == ["sent"]
 
 
 def test_delivery_receipt_settles_the_reply(db, campaign, fake_vonage, post):

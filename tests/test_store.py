@@ -68,40 +68,66 @@ def test_parts_are_assembled_when_the_last_arrives(database):
 
 
 def test_a_due_reply_is_claimed_once_and_recorded_with_its_price(database):
-    reply_id = _record(database, message_id="A").reply_id
+    outcome = _record(database, message_id="A")
     later = NOW + timedelta(hours=1, seconds=1)
     with database.transaction() as tx:
-        assert store.claim_reply(tx, reply_id, NOW) is None, "not due yet"
-        assert store.dispatch_due_replies(tx, later) == [reply_id]
-        assert store.dispatch_due_replies(tx, later) == [], "handed over once"
-        claimed = store.claim_reply(tx, reply_id, later)
-        assert claimed is not None and claimed.to_number == "33612345621"
-        assert store.claim_reply(tx, reply_id, later) is None, "another worker gets nothing"
+        assert store.claim_batch(tx, outcome.campaign_id, NOW, 10) == [], "not due yet"
+        assert store.campaigns_with_due_replies(tx, later) == [outcome.campaign_id]
+        [claimed] = store.claim_batch(tx, outcome.campaign_id, later, 10)
+        assert claimed.to_number == "33612345621" and claimed.reserved == Decimal("0.08")
+        assert store.claim_batch(tx, outcome.campaign_id, later, 10) == [], "claimed once"
+        assert store.start_sending(tx, claimed, later)
+        assert not store.start_sending(tx, claimed, later), "another worker gets nothing"
         result = SendResult("sent", (SentPart("MSG1", Decimal("0.0333")),), segments=1)
         assert store.record_send(tx, claimed, result, later, None) == "sent"
         row = tx.execute("SELECT * FROM replies").fetchone()
+        budget = store.budget_of(tx, outcome.campaign_id, later)
     assert row["to_number"] is None and Decimal(str(row["price"])) == Decimal("0.0333")
+    assert budget.total_used == Decimal("0.0333"), "the reservation settled to the price"
 
 
 def test_paused_campaign_keeps_its_replies_waiting(database):
-    reply_id = _record(database, message_id="A").reply_id
+    outcome = _record(database, message_id="A")
     later = NOW + timedelta(hours=2)
     with database.transaction() as tx:
         store.set_campaign_paused(tx, "33700000001", True)
-        assert store.dispatch_due_replies(tx, later) == []
-        assert store.claim_reply(tx, reply_id, later) is None
+        assert store.campaigns_with_due_replies(tx, later) == []
+        assert store.claim_batch(tx, outcome.campaign_id, later, 10) == []
         store.set_campaign_paused(tx, "33700000001", False)
-        assert store.claim_reply(tx, reply_id, later) is not None
+        assert len(store.claim_batch(tx, outcome.campaign_id, later, 10)) == 1
 
 
 def test_stale_sending_becomes_unknown_and_a_late_receipt_reconciles_it(database):
-    reply_id = _record(database, message_id="A").reply_id
+    outcome = _record(database, message_id="A")
     due = NOW + timedelta(hours=1)
     with database.transaction() as tx:
-        store.claim_reply(tx, reply_id, due)
-        assert store.recover_stale_sending(tx, due + timedelta(minutes=5)) == 0
-        assert store.recover_stale_sending(tx, due + timedelta(minutes=11)) == 1
-        receipt = DeliveryReceipt("LOST1", "delivered", 0, "0.0333", str(reply_id), "", None)
+        [claimed] = store.claim_batch(tx, outcome.campaign_id, due, 10)
+        store.start_sending(tx, claimed, due)
+        assert store.recover_stale_claims(tx, due + timedelta(minutes=5)) == (0, 0)
+        assert store.recover_stale_claims(tx, due + timedelta(minutes=11)) == (0, 1)
+        receipt = DeliveryReceipt("LOST1", "delivered", 0, "0.0333", str(claimed.id), "",
+                                  None)
         assert store.apply_receipt(tx, receipt, due + timedelta(minutes=12)) == "delivered"
         row = tx.execute("SELECT status, to_number FROM replies").fetchone()
     assert (row["status"], row["to_number"]) == ("delivered", None)
+
+
+def test_budget_caps_hold_back_what_does_not_fit_until_it_expires(database):
+    for index in range(5):
+        _record(database, message_id=f"B{index}", msisdn=f"3361111111{index}")
+    due = NOW + timedelta(hours=1)
+    with database.transaction() as tx:
+        store.set_budget(tx, "33700000001", due, hourly=Decimal("0.20"))
+        campaign_id = store.find_campaign(tx, "33700000001").id
+        claimed = store.claim_batch(tx, campaign_id, due, 10)
+        assert len(claimed) == 2, "0.08 each: two fit under 0.20"
+        assert store.claim_batch(tx, campaign_id, due, 10) == []
+        waiting = tx.execute("SELECT due_at FROM replies WHERE status = 'pending'").fetchall()
+        assert len(waiting) == 3
+        assert all(row["due_at"] == due.replace(minute=0) + timedelta(hours=1)
+                   for row in waiting), "they wait for the next hour"
+        next_hour = due + timedelta(hours=1)
+        assert len(store.claim_batch(tx, campaign_id, next_hour, 10)) == 2
+        assert store.expire_replies(tx, due + timedelta(hours=7)) == 1
+        expired = tx.execute("SELECT to_number FROM replies WHERE status = 'expired'")
+        assert [row["to_number"] for row in expired.fetchall()] == [None]

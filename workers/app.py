@@ -18,6 +18,7 @@ REPLIES_QUEUE = "relous.replies"
 # (`replies.due_at`), never as a countdown in the broker (STYLE.md, "Traps").
 FLUSH_INTERVAL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 60.0
+STORM_INTERVAL_SECONDS = 15.0
 
 
 def celery_config(settings: Settings) -> dict:
@@ -37,7 +38,7 @@ def celery_config(settings: Settings) -> dict:
         "task_default_exchange": "relous",
         "task_default_routing_key": INBOUND_QUEUE,
         "task_routes": {
-            "relous.send_reply": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
+            "relous.send_due_replies": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
             "relous.flush_due_replies": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
             "relous.recover_stale_sending": {"queue": REPLIES_QUEUE,
                                              "routing_key": REPLIES_QUEUE},
@@ -63,6 +64,8 @@ def celery_config(settings: Settings) -> dict:
                                   "schedule": timedelta(seconds=FLUSH_INTERVAL_SECONDS)},
             "recover-stale-sending": {"task": "relous.recover_stale_sending",
                                       "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS)},
+            "evaluate-storm-mode": {"task": "relous.evaluate_storm_mode",
+                                    "schedule": timedelta(seconds=STORM_INTERVAL_SECONDS)},
         },
     }
     if settings.broker_url.startswith("filesystem://"):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import UTC, datetime
 from functools import cache
 
 from shared import store
+from shared.abuse import load_lexicon
 from shared.db import Database
 from shared.providers import SendResult, SmsProvider, build_provider
 from shared.replies import MAX_SEND_ATTEMPTS, retry_delay
@@ -19,6 +21,13 @@ from shared.webhooks import DeliveryReceipt, InboundSms
 from workers.app import app
 
 log = logging.getLogger(__name__)
+
+# One send task works this long at most, then hands the rest to a fresh task, so that a
+# busy campaign does not hold a worker process (or its broker message) for long.
+SEND_TASK_SECONDS = 20.0
+# Replies claimed per round: about a second of sending at the default account rate.
+SEND_BATCH = 30
+RATE_BUCKET = "sms-provider"
 
 
 @cache
@@ -42,45 +51,70 @@ def _now() -> datetime:
 
 @app.task(name="relous.process_inbound")
 def process_inbound(payload: dict) -> dict:
-    """Deduplicate, reassemble, record and decide one inbound SMS."""
+    """Deduplicate, reassemble, record, score and decide one inbound SMS."""
     settings = _settings()
     sms = InboundSms(**payload)
     now = _now()
     with database(settings.database_url).transaction() as tx:
-        outcome = store.record_inbound(tx, sms, settings.secret_key, now)
+        outcome = store.record_inbound(tx, sms, settings.secret_key, now,
+                                       load_lexicon(settings.lexicon_path))
     log.info("inbound campaign=%s verdict=%s reply=%s", outcome.campaign, outcome.verdict,
              outcome.reply_id)
-    if outcome.reply_id is not None and outcome.due_at is not None and outcome.due_at <= now:
-        _hand_over(outcome.reply_id)
+    if outcome.campaign_id is not None and outcome.due_at is not None and outcome.due_at <= now:
+        _hand_over(outcome.campaign_id)
     return {"verdict": outcome.verdict, "campaign": outcome.campaign,
             "reply_id": outcome.reply_id}
 
 
-@app.task(name="relous.send_reply")
-def send_reply(reply_id: int) -> dict:
-    """Send one due reply, at most once: claim it, call the provider, record the answer."""
+@app.task(name="relous.send_due_replies")
+def send_due_replies(campaign_id: int) -> dict:
+    """Send a campaign's due replies in batches, under the budget and the shared rate."""
     settings = _settings()
     db = database(settings.database_url)
+    deadline = time.monotonic() + SEND_TASK_SECONDS
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with db.transaction() as tx:
+            batch = store.claim_batch(tx, campaign_id, _now(), SEND_BATCH)
+        if not batch:
+            break
+        for reply in batch:
+            status = _send_one(db, settings, reply)
+            counts[status] = counts.get(status, 0) + 1
+    else:
+        _hand_over(campaign_id)  # more may be due: a fresh task goes on
+    if counts:
+        log.info("campaign %s sends: %s", campaign_id, counts)
+    return {"campaign_id": campaign_id, **counts}
+
+
+def _send_one(db: Database, settings: Settings, reply: store.ClaimedReply) -> str:
+    """Wait for a token of the shared rate, then send one claimed reply at most once."""
+    while True:
+        with db.transaction() as tx:
+            wait = store.take_send_token(tx, RATE_BUCKET, settings.sms_rate_per_second, _now())
+        if wait == 0:
+            break
+        time.sleep(min(wait, 1.0))  # rate pacing, not synchronisation
     with db.transaction() as tx:
-        claimed = store.claim_reply(tx, reply_id, _now())
-    if claimed is None:
-        return {"reply_id": reply_id, "status": "not claimed"}
+        if not store.start_sending(tx, reply, _now()):
+            return "not claimed"
     try:
-        result = provider(settings).send(claimed.to_number, claimed.campaign_number,
-                                         claimed.text, client_ref=str(claimed.id))
+        result = provider(settings).send(reply.to_number, reply.campaign_number, reply.text,
+                                         client_ref=str(reply.id))
     except Exception as error:
         # We cannot tell whether it went out: at most once means never again.
-        log.exception("reply %s: provider raised %s", reply_id, type(error).__name__)
+        log.exception("reply %s: provider raised %s", reply.id, type(error).__name__)
         result = SendResult("unknown", error=type(error).__name__, reason="exception")
     now = _now()
     retry_at = None
-    if result.outcome == "retry" and claimed.attempts < MAX_SEND_ATTEMPTS:
-        retry_at = now + retry_delay(claimed.attempts, random.random())
+    if result.outcome == "retry" and reply.attempts < MAX_SEND_ATTEMPTS:
+        retry_at = now + retry_delay(reply.attempts, random.random())
     with db.transaction() as tx:
-        status = store.record_send(tx, claimed, result, now, retry_at)
-    log.info("reply %s campaign=%s status=%s segments=%s price=%s %s", reply_id,
-             claimed.campaign_number, status, result.segments, result.price, result.error)
-    return {"reply_id": reply_id, "status": status}
+        status = store.record_send(tx, reply, result, now, retry_at)
+    log.info("reply %s campaign=%s status=%s segments=%s price=%s %s", reply.id,
+             reply.campaign_number, status, result.segments, result.price, result.error)
+    return status
 
 
 @app.task(name="relous.apply_receipt")
@@ -95,28 +129,44 @@ def apply_receipt(payload: dict) -> dict:
 
 @app.task(name="relous.flush_due_replies")
 def flush_due_replies() -> dict:
-    """Beat: hand every due pending reply to the workers (the delay waits in the database)."""
+    """Beat: expire stale replies, then start sending for every campaign with due ones."""
+    now = _now()
     with database(_settings().database_url).transaction() as tx:
-        reply_ids = store.dispatch_due_replies(tx, _now())
-    for reply_id in reply_ids:
-        _hand_over(reply_id)
-    return {"dispatched": len(reply_ids)}
+        expired = store.expire_replies(tx, now)
+        campaign_ids = store.campaigns_with_due_replies(tx, now)
+    for campaign_id in campaign_ids:
+        _hand_over(campaign_id)
+    if expired:
+        log.warning("%s replies expired unsent (budget, pause or provider)", expired)
+    return {"campaigns": len(campaign_ids), "expired": expired}
 
 
 @app.task(name="relous.recover_stale_sending")
 def recover_stale_sending() -> dict:
-    """Beat: replies whose worker died mid-send become `unknown` (see README)."""
+    """Beat: repair replies left by dead workers (see README, at most once)."""
     with database(_settings().database_url).transaction() as tx:
-        recovered = store.recover_stale_sending(tx, _now())
-    if recovered:
-        log.warning("%s replies were lost mid-send and marked unknown (not resent)", recovered)
-    return {"recovered": recovered}
+        returned, lost = store.recover_stale_claims(tx, _now())
+    if lost:
+        log.warning("%s replies were lost mid-send and marked unknown (not resent)", lost)
+    return {"returned": returned, "recovered": lost}
 
 
-def _hand_over(reply_id: int) -> None:
-    """Queue a send now; if the broker refuses, beat's flush hands it over later."""
+@app.task(name="relous.evaluate_storm_mode")
+def evaluate_storm_mode() -> dict:
+    """Beat: switch campaigns in and out of storm mode."""
+    with database(_settings().database_url).transaction() as tx:
+        changed = store.evaluate_storm_mode(tx, _now())
+    for number, storm, per_minute in changed:
+        log.warning("campaign %s storm mode %s (%s messages in the last minute)", number,
+                    "ON" if storm else "off", per_minute)
+    return {"changed": len(changed)}
+
+
+def _hand_over(campaign_id: int) -> None:
+    """Queue a send round now; if the broker refuses, beat's next flush does it."""
     try:
-        send_reply.apply_async((reply_id,))
-    except Exception as error:  # the reply stays pending in the database: nothing is lost
-        log.warning("reply %s not queued now (%s); the next flush will", reply_id,
-                    type(error).__name__)
+        send_due_replies.apply_async((campaign_id,))
+    except Exception as error:  # the replies stay pending in the database: nothing is lost
+        log.warning("campaign %s sends not queued now (%s); the next flush will",
+                    campaign_id, type(error).__name__)
+
