@@ -16,9 +16,10 @@ import click
 
 from shared import store
 from shared.db import Database, ensure_sqlite_folder, upgrade
-from shared.phones import is_phone_number
-from shared.segments import encode
+from shared.phones import is_phone_number, mask, pseudonym
+from shared.segments import Encoding
 from shared.settings import ConfigError, Settings
+from shared.templates import check_template, describe
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -38,6 +39,30 @@ def _database() -> Database:
     settings = _settings()
     ensure_sqlite_folder(settings.database_url)
     return Database(settings.database_url, pool_size=1)
+
+
+def _money(value: str, option: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+        if amount < 0 or not amount.is_finite():
+            raise InvalidOperation
+    except InvalidOperation:
+        _fail(f"{option} must be a non-negative amount in EUR, e.g. 0.08", 2)
+    return amount
+
+
+def _checked_reply(text: str, price: Decimal, allow_multipart: bool) -> Encoding:
+    """The template check every reply text passes (creation and change alike)."""
+    if not text.strip():
+        _fail("--reply must not be empty", 2)
+    report = check_template(text, price)
+    if not report.fits_one_segment and not allow_multipart:
+        for line in describe(report):
+            click.echo(line, err=True)
+        _fail(f"the reply needs {report.encoding.segments} segments "
+              f"({report.encoding.name}); shorten it, use the suggestion, or pass "
+              f"--allow-multipart to pay for them")
+    return report.encoding
 
 
 def _number(value: str) -> str:
@@ -92,18 +117,8 @@ def campaign_add(number: str, reply_text: str, delay: int, window: int,
                  price_per_segment: str, allow_multipart: bool) -> None:
     """Create the campaign answering on NUMBER (E.164 digits, no '+')."""
     number = _number(number)
-    try:
-        price = Decimal(price_per_segment)
-        if price < 0:
-            raise InvalidOperation
-    except InvalidOperation:
-        _fail("--price-per-segment must be a non-negative amount in EUR, e.g. 0.08", 2)
-    if not reply_text.strip():
-        _fail("--reply must not be empty", 2)
-    encoding = encode(reply_text)
-    if encoding.segments > 1 and not allow_multipart:
-        _fail(f"the reply needs {encoding.segments} segments ({encoding.name}); shorten it, "
-              f"or pass --allow-multipart to pay for them")
+    price = _money(price_per_segment, "--price-per-segment")
+    encoding = _checked_reply(reply_text, price, allow_multipart)
     with _database().transaction() as tx:
         created = store.add_campaign(
             tx, number, reply_text, delay_seconds=delay, window_seconds=window,
@@ -151,6 +166,166 @@ def campaign_pause(number: str) -> None:
 def campaign_resume(number: str) -> None:
     """Send waiting replies again."""
     _set_paused(number, False)
+
+
+@campaign.command("set")
+@click.argument("number")
+@click.argument("rules", nargs=-1)
+@click.option("--reply", "reply_text", help="A new reply text (checked like at creation).")
+@click.option("--delay", type=click.IntRange(min=0), help="Seconds before the reply is sent.")
+@click.option("--window", type=click.IntRange(min=1), help="Seconds between two replies.")
+@click.option("--price-per-segment", help="Expected EUR per SMS segment.")
+@click.option("--allow-multipart", is_flag=True, help="Accept a reply over one segment.")
+def campaign_set(number: str, rules: tuple[str, ...], reply_text: str | None,
+                 delay: int | None, window: int | None, price_per_segment: str | None,
+                 allow_multipart: bool) -> None:
+    """Change a campaign: options, and abuse-rule knobs as RULE=VALUE (see README)."""
+    number = _number(number)
+    changes = {}
+    for item in rules:
+        key, sep, value = item.partition("=")
+        if not sep:
+            _fail(f"{item!r}: give rules as KEY=VALUE, e.g. sender_per_minute=5", 2)
+        changes[key] = value
+    with _database().transaction() as tx:
+        current = store.find_campaign(tx, number)
+        if current is None:
+            _fail(f"no campaign answers on {number}: see `relous campaign list`")
+        try:
+            new_rules = current.rules.with_changes(changes)
+        except ValueError as error:
+            _fail(str(error), 2)
+        price = (_money(price_per_segment, "--price-per-segment")
+                 if price_per_segment is not None else current.price_per_segment)
+        if reply_text is not None or price_per_segment is not None:
+            _checked_reply(reply_text if reply_text is not None else current.reply_text,
+                           price, allow_multipart or current.allow_multipart)
+        store.update_campaign(
+            tx, current.id, reply_text=reply_text, delay_seconds=delay, window_seconds=window,
+            price_per_segment=price, allow_multipart=allow_multipart or current.allow_multipart,
+            rules=new_rules,
+        )
+    click.echo(f"campaign {number} updated")
+
+
+@main.group()
+def template() -> None:
+    """Reply texts and what they cost."""
+
+
+@template.command("check")
+@click.argument("text")
+@click.option("--price-per-segment", default="0.08", show_default=True,
+              help="EUR per segment (or --campaign for its price).")
+@click.option("--campaign", "campaign_number", help="Use this campaign's price.")
+def template_check(text: str, price_per_segment: str, campaign_number: str | None) -> None:
+    """Encoding, segments, cost and GSM-7 suggestions; exit 1 above one segment."""
+    price = _money(price_per_segment, "--price-per-segment")
+    if campaign_number:
+        with _database().transaction() as tx:
+            found = store.find_campaign(tx, _number(campaign_number))
+        if found is None:
+            _fail(f"no campaign answers on {campaign_number}: see `relous campaign list`")
+        price = found.price_per_segment
+    report = check_template(text, price)
+    for line in describe(report):
+        click.echo(line)
+    if not report.fits_one_segment:
+        _fail(f"{report.encoding.segments} segments: every reply would cost {report.cost} EUR")
+
+
+@main.group()
+def budget() -> None:
+    """Spending caps per campaign."""
+
+
+@budget.command("set")
+@click.argument("number")
+@click.option("--hourly", help="EUR per hour ('none' removes the cap).")
+@click.option("--daily", help="EUR per day ('none' removes the cap).")
+@click.option("--total", help="EUR in total ('none' removes the cap).")
+def budget_set(number: str, hourly: str | None, daily: str | None, total: str | None) -> None:
+    """Set a campaign's caps; replies that do not fit wait, then expire."""
+    number = _number(number)
+    caps = {period: None if value.lower() == "none" else _money(value, f"--{period}")
+            for period, value in (("hourly", hourly), ("daily", daily), ("total", total))
+            if value is not None}
+    if not caps:
+        _fail("give at least one of --hourly, --daily, --total", 2)
+    with _database().transaction() as tx:
+        found = store.set_budget(tx, number, datetime.now(UTC), **caps)
+    if not found:
+        _fail(f"no campaign answers on {number}: see `relous campaign list`")
+    shown = ", ".join(f"{period} {'none' if cap is None else f'{cap} EUR'}"
+                      for period, cap in caps.items())
+    click.echo(f"budget of {number}: {shown}")
+
+
+@main.group()
+def sender() -> None:
+    """Operators' block and allow lists (stored as pseudonyms)."""
+
+
+def _list_sender(number: str, action: str) -> None:
+    settings = _settings(require_keys=True)
+    who = pseudonym(_number(number), settings.secret_key)
+    with _database().transaction() as tx:
+        changed = store.set_sender_list(tx, who, action, datetime.now(UTC))
+    label = mask(number)
+    if not changed:
+        _fail(f"{label} was not on that list")
+    click.echo(f"{label}: {action}ed" if action != "block" else f"{label}: blocked")
+
+
+@sender.command("block")
+@click.argument("number")
+def sender_block(number: str) -> None:
+    """Never answer NUMBER again, in any campaign."""
+    _list_sender(number, "block")
+
+
+@sender.command("unblock")
+@click.argument("number")
+def sender_unblock(number: str) -> None:
+    """Lift an operator's or an automatic block of NUMBER."""
+    _list_sender(number, "unblock")
+
+
+@sender.command("allow")
+@click.argument("number")
+def sender_allow(number: str) -> None:
+    """Let NUMBER past every abuse rule (not the budget, nor one reply per window)."""
+    _list_sender(number, "allow")
+
+
+@sender.command("disallow")
+@click.argument("number")
+def sender_disallow(number: str) -> None:
+    """Take NUMBER off the allowlist."""
+    _list_sender(number, "disallow")
+
+
+@main.command()
+def status() -> None:
+    """Per-campaign overview: state, storm mode, last hour's inbound, replies, spend."""
+    now = datetime.now(UTC)
+    with _database().transaction() as tx:
+        overview = store.campaign_overview(tx, now)
+    if not overview:
+        click.echo("no campaign yet: relous campaign add NUMBER --reply TEXT")
+        return
+    for item in overview:
+        state = "paused" if item["paused"] else "active"
+        storm = "STORM MODE" if item["storm_mode"] else "normal"
+        click.echo(f"campaign {item['number']}: {state}, {storm}")
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(item["inbound"].items())) or "none"
+        click.echo(f"  inbound last hour: {verdicts}")
+        replies = ", ".join(f"{k} {v}" for k, v in sorted(item["replies"].items())) or "none"
+        click.echo(f"  replies: {replies}")
+        for period in ("hour", "day", "total"):
+            used, cap = item["budget"][period]
+            limit = "no cap" if cap is None else f"cap {cap} EUR, {cap - used} left"
+            click.echo(f"  spend this {period}: {used} EUR ({limit})")
 
 
 @main.command()

@@ -15,6 +15,7 @@ from typing import Any
 from shared.abuse import (
     BLOCK,
     REPLY,
+    CampaignRules,
     CampaignStats,
     SenderStats,
     block_until,
@@ -98,6 +99,75 @@ def set_campaign_paused(tx: Transaction, number: str, paused: bool) -> bool:
     cur = tx.execute("UPDATE campaigns SET paused = %(paused)s WHERE number = %(number)s",
                      {"paused": paused, "number": number})
     return cur.rowcount == 1
+
+
+def update_campaign(tx: Transaction, campaign_id: int, *, reply_text: str | None,
+                    delay_seconds: int | None, window_seconds: int | None,
+                    price_per_segment: Decimal, allow_multipart: bool,
+                    rules: CampaignRules) -> None:
+    """Change a campaign; None keeps a value. Pending replies keep the text they had."""
+    tx.execute(
+        "UPDATE campaigns SET reply_text = COALESCE(%(text)s, reply_text),"
+        " reply_delay_seconds = COALESCE(%(delay)s, reply_delay_seconds),"
+        " reply_window_seconds = COALESCE(%(window)s, reply_window_seconds),"
+        " price_per_segment = %(price)s, allow_multipart = %(multipart)s, rules = %(rules)s"
+        " WHERE id = %(id)s",
+        {"text": reply_text, "delay": delay_seconds, "window": window_seconds,
+         "price": price_per_segment, "multipart": allow_multipart, "rules": rules.to_json(),
+         "id": campaign_id},
+    )
+
+
+def set_sender_list(tx: Transaction, sender: str, action: str, now: datetime) -> bool:
+    """`block`/`allow` put a pseudonym on a list; `unblock`/`disallow` take it off (an
+    unblock also lifts automatic blocks). False when there was nothing to change."""
+    if action in ("block", "allow"):
+        return tx.execute(
+            "INSERT INTO sender_lists (sender, list, created_at)"
+            " VALUES (%(sender)s, %(list)s, %(now)s)"
+            " ON CONFLICT (sender) DO UPDATE SET list = excluded.list,"
+            " created_at = excluded.created_at",
+            {"sender": sender, "list": action, "now": now},
+        ).rowcount == 1
+    listed = "block" if action == "unblock" else "allow"
+    removed = tx.execute("DELETE FROM sender_lists WHERE sender = %(sender)s AND list = %(list)s",
+                         {"sender": sender, "list": listed}).rowcount
+    lifted = 0
+    if action == "unblock":
+        lifted = tx.execute(
+            "UPDATE senders SET blocked_until = NULL"
+            " WHERE sender = %(sender)s AND blocked_until IS NOT NULL",
+            {"sender": sender},
+        ).rowcount
+    return bool(removed or lifted)
+
+
+def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
+    """What `relous status` shows, per campaign."""
+    overview = []
+    for campaign in list_campaigns(tx):
+        inbound = tx.execute(
+            "SELECT verdict, COUNT(*) AS n FROM inbound_messages"
+            " WHERE campaign_id = %(id)s AND received_at > %(since)s GROUP BY verdict",
+            {"id": campaign.id, "since": now - timedelta(hours=1)},
+        ).fetchall()
+        replies = tx.execute(
+            "SELECT status, COUNT(*) AS n FROM replies WHERE campaign_id = %(id)s"
+            " GROUP BY status", {"id": campaign.id},
+        ).fetchall()
+        budget = budget_of(tx, campaign.id, now)
+        caps = {"hour": (budget.hour_used, budget.hourly_cap) if budget else (Decimal(0), None),
+                "day": (budget.day_used, budget.daily_cap) if budget else (Decimal(0), None),
+                "total": (budget.total_used, budget.total_cap) if budget
+                else (Decimal(0), None)}
+        overview.append({
+            "number": campaign.number, "paused": campaign.paused,
+            "storm_mode": campaign.storm_mode,
+            "inbound": {row["verdict"]: row["n"] for row in inbound},
+            "replies": {row["status"]: row["n"] for row in replies},
+            "budget": caps,
+        })
+    return overview
 
 
 # --- inbound ------------------------------------------------------------------------------

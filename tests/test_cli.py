@@ -79,3 +79,52 @@ def test_keys_prints_usable_values(relous):
 def test_db_upgrade_is_idempotent(relous):
     result = relous("db", "upgrade")
     assert result.exit_code == 0 and "applied 0 migration(s)" in result.output
+
+
+def test_template_check_reports_and_exits_1_above_one_segment(relous):
+    ok = relous("template", "check", "Laissez-la tranquille.")
+    assert ok.exit_code == 0
+    assert "encoding: GSM-7" in ok.output and "segments: 1" in ok.output
+    costly = relous("template", "check", "Merci d’arrêter. " * 6, "--price-per-segment",
+                    "0.10")
+    assert costly.exit_code == 1
+    assert "UCS-2" in costly.output and "suggestion" in costly.output
+    assert "'’'" in costly.output, "names the character forcing UCS-2"
+
+
+def test_changing_the_reply_text_runs_the_same_check(relous, db):
+    relous("campaign", "add", "33700000006", "--reply", "Stop.")
+    refused = relous("campaign", "set", "33700000006", "--reply", "Merci d’arrêter. " * 6)
+    assert refused.exit_code == 1
+    assert db.execute("SELECT reply_text FROM campaigns").fetchone()["reply_text"] == "Stop."
+    assert relous("campaign", "set", "33700000006", "--reply", "Arretez.").exit_code == 0
+    assert relous("campaign", "set", "33700000006", "sender_per_minute=3").exit_code == 0
+    rules = db.execute("SELECT rules FROM campaigns").fetchone()["rules"]
+    assert '"sender_per_minute": 3' in rules
+    assert relous("campaign", "set", "33700000006", "no_such_rule=1").exit_code == 2
+
+
+def test_budget_set_and_status(relous, db):
+    relous("campaign", "add", "33700000007", "--reply", "Stop.")
+    result = relous("budget", "set", "33700000007", "--hourly", "1.50", "--total", "20")
+    assert result.exit_code == 0, result.output
+    caps = db.execute("SELECT hourly_cap, daily_cap, total_cap FROM budgets").fetchone()
+    assert (caps["hourly_cap"], caps["daily_cap"], caps["total_cap"]) == (1.5, None, 20)
+    status = relous("status")
+    assert "campaign 33700000007: active, normal" in status.output
+    assert "spend this hour: 0" in status.output and "cap 1.5" in status.output
+    assert relous("budget", "set", "33700000007").exit_code == 2
+    assert relous("budget", "set", "33700000007", "--daily", "-1").exit_code == 2
+    assert relous("budget", "set", "33799999999", "--daily", "1").exit_code == 1
+
+
+def test_sender_lists_store_pseudonyms_only(relous, db):
+    blocked = relous("sender", "block", "33612345621")
+    assert blocked.exit_code == 0 and "336••••••21" in blocked.output
+    assert "33612345621" not in blocked.output
+    row = db.execute("SELECT sender, list FROM sender_lists").fetchone()
+    assert row["list"] == "block" and "33612345621" not in row["sender"]
+    assert relous("sender", "unblock", "33612345621").exit_code == 0
+    assert relous("sender", "unblock", "33612345621").exit_code == 1, "nothing left to lift"
+    assert relous("sender", "allow", "33612345621").exit_code == 0
+    assert db.execute("SELECT list FROM sender_lists").fetchone()["list"] == "allow"
