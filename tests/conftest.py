@@ -28,7 +28,7 @@ ADMIN_DATABASE_URL = os.environ.get(
     "RELOUS_TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER_HOST = os.environ.get("RELOUS_TEST_BROKER_HOST", "127.0.0.1:5672")
 TEST_DATABASE = f"relous_test_{RUN_ID}"
-VHOSTS = {name: f"relous_{name}_{RUN_ID}" for name in ("test", "idle", "e2e", "honcho")}
+VHOSTS = {name: f"relous_{name}_{RUN_ID}" for name in ("test", "idle", "e2e", "honcho", "budget")}
 SIGNATURE_SECRET = "test-signature-secret"
 SECRET_KEY = "test-secret-key-0123456789"
 
@@ -154,7 +154,7 @@ def worker(celery_app) -> Iterator:
         # An in-thread worker's event loop leaves deliveries already read from the socket
         # waiting until its next timer tick (~10 s; celery/celery#6941): a frequent no-op
         # tick keeps the test worker prompt. Production workers run as processes.
-        running.consumer.timer.call_repeatedly(0.05, _tick)
+        running.consumer.timer.call_repeatedly(0.005, _tick)
         yield running
 
 

@@ -66,6 +66,8 @@ class FakeVonage:
     requests: int = 0
     _script: deque[Behaviour] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _idle: threading.Condition = field(default_factory=threading.Condition)
+    _in_flight: int = 0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # --- control -----------------------------------------------------------------------
@@ -75,6 +77,9 @@ class FakeVonage:
             self._script.extend(behaviours)
 
     def reset(self) -> None:
+        """Forget everything, once requests still being answered (delays) are done."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=30)
         with self._lock:
             self.sent.clear()
             self._script.clear()
@@ -91,6 +96,16 @@ class FakeVonage:
 
     # --- protocol ----------------------------------------------------------------------
     def handle(self, auth_header: str | None, form: dict[str, str]) -> tuple[int, dict]:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return self._answer(auth_header, form)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _answer(self, auth_header: str | None, form: dict[str, str]) -> tuple[int, dict]:
         with self._lock:
             self.requests += 1
             behaviour = self._script.popleft() if self._script else Behaviour()
