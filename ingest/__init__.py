@@ -39,10 +39,12 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.extensions["relous.publisher"] = publisher
     app.extensions["relous.database"] = Database(settings.database_url, pool_size=2)
 
-    from ingest import health, webhooks
+    from ingest import health, metrics, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    metrics.install_request_metrics(app)
     app.register_error_handler(HTTPException, _http_error)
     if not settings.vonage_signature_secret:
         log.warning("VONAGE_SIGNATURE_SECRET is not set: webhook signatures are NOT checked")

@@ -17,6 +17,7 @@ class BrokerUnavailable(RuntimeError):
 class Publisher(Protocol):
     def publish(self, task_name: str, payload: dict) -> None: ...
     def ping(self) -> None: ...
+    def queue_depths(self) -> dict[str, int]: ...
 
 
 class CeleryPublisher:
@@ -39,3 +40,15 @@ class CeleryPublisher:
     def ping(self) -> None:
         with self._celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages ready in each of the pipeline's queues (a passive declare each).
+
+        AMQP reports ready messages only: the unacknowledged ones in workers' hands are not
+        counted (at most one per worker process, prefetch being 1).
+        """
+        with self._celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            channel = conn.default_channel
+            return {queue.name: channel.queue_declare(queue.name, passive=True).message_count
+                    for queue in self._celery.conf.task_queues}

@@ -104,7 +104,8 @@ class VonageProvider:
             # Some parts went out and were billed: record them, never resend the text.
             data = error.response if isinstance(error.response, dict) else self._last_json()
             return _result_from_parts("sent", data, encoding.segments,
-                                      error="partial failure: some parts were refused")
+                                      error="partial failure: some parts were refused",
+                                      reason="partial_failure")
         except SmsError:
             data = self._last_json()
             status = str(((data or {}).get("messages") or [{}])[0].get("status", ""))
@@ -146,7 +147,7 @@ def _never_connected(error: Exception) -> bool:
 
 
 def _result_from_parts(outcome: str, data: dict | None, segments: int,
-                       error: str = "") -> SendResult:
+                       error: str = "", reason: str = "") -> SendResult:
     parts = []
     for entry in (data or {}).get("messages", []):
         if str(entry.get("status", "0")) != "0":
@@ -154,7 +155,7 @@ def _result_from_parts(outcome: str, data: dict | None, segments: int,
         message_id = entry.get("message-id") or entry.get("message_id")
         if message_id:
             parts.append(SentPart(str(message_id), _price(entry)))
-    return SendResult(outcome, parts=tuple(parts), error=error,
+    return SendResult(outcome, parts=tuple(parts), error=error, reason=reason,
                       segments=len(parts) or segments)
 
 

@@ -7,6 +7,7 @@ updates whose row count says whether this process won.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,12 +28,14 @@ from shared.abuse import (
 )
 from shared.budget import BudgetState, day_start, estimate_cost, hour_start
 from shared.db import Transaction
+from shared.metrics import INBOUND, PROVIDER_ERRORS, REPLIES, SPEND
 from shared.phones import pseudonym
 from shared.providers import SendResult
 from shared.ratelimit import refill, wait_for_token
 from shared.replies import Campaign, ReplyDecision, decide_reply
 from shared.webhooks import DeliveryReceipt, InboundSms
 
+COUNTER_SHARDS = 8
 # Prefix clustering compares senders' numbers without their last digits (keyed, like the
 # pseudonyms, so the prefix itself is not stored).
 PREFIX_HIDDEN_DIGITS = 4
@@ -55,6 +58,28 @@ class InboundOutcome:
     reply_id: int | None = None
     due_at: datetime | None = None
     campaign_id: int | None = None
+
+
+# --- metric counters ----------------------------------------------------------------------
+
+def count(tx: Transaction, metric: str, campaign: str, label: str,
+          amount: Decimal | int = 1) -> None:
+    """Add to a business counter in the caller's transaction (see shared.metrics)."""
+    tx.execute(
+        "INSERT INTO metric_counters (metric, campaign, label, shard, value)"
+        " VALUES (%(metric)s, %(campaign)s, %(label)s, %(shard)s, %(amount)s)"
+        " ON CONFLICT (metric, campaign, label, shard)"
+        " DO UPDATE SET value = metric_counters.value + excluded.value",
+        {"metric": metric, "campaign": campaign, "label": label,
+         "shard": os.getpid() % COUNTER_SHARDS, "amount": amount},
+    )
+
+
+def counter_totals(tx: Transaction) -> list[dict[str, Any]]:
+    return tx.execute(
+        "SELECT metric, campaign, label, SUM(value) AS value FROM metric_counters"
+        " GROUP BY metric, campaign, label"
+    ).fetchall()
 
 
 # --- campaigns ----------------------------------------------------------------------------
@@ -170,11 +195,36 @@ def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
     return overview
 
 
+def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
+    """The gauges of /metrics, per campaign: pending replies, storm mode, budget left."""
+    campaigns = list_campaigns(tx)
+    pending = {row["number"]: row["n"] for row in tx.execute(
+        "SELECT c.number, COUNT(r.id) AS n FROM campaigns c"
+        " LEFT JOIN replies r ON r.campaign_id = c.id AND r.status = 'pending'"
+        " GROUP BY c.number").fetchall()}
+    remaining = {}
+    for campaign in campaigns:
+        budget = budget_of(tx, campaign.id, now)
+        if budget is not None:
+            remaining[campaign.number] = budget.remaining()
+    return {"campaigns": [campaign.number for campaign in campaigns], "pending": pending,
+            "storm": {campaign.number: campaign.storm_mode for campaign in campaigns},
+            "remaining": remaining}
+
+
 # --- inbound ------------------------------------------------------------------------------
 
 def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
                    lexicon: tuple[str, ...] = ()) -> InboundOutcome:
     """Deduplicate, reassemble, record, score and decide one inbound SMS (one transaction)."""
+    outcome = _record_inbound(tx, sms, secret_key, now, lexicon)
+    if outcome.verdict != "partial":  # a concatenated SMS counts once, when complete
+        count(tx, INBOUND, outcome.campaign or sms.to, outcome.verdict)
+    return outcome
+
+
+def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
+                    lexicon: tuple[str, ...]) -> InboundOutcome:
     campaign = find_campaign(tx, sms.to)
     sender = pseudonym(sms.msisdn, secret_key)
     if campaign is None:
@@ -417,12 +467,21 @@ def campaigns_with_due_replies(tx: Transaction, now: datetime) -> list[int]:
 
 def expire_replies(tx: Transaction, now: datetime) -> int:
     """Pending replies past their freshness limit are given up (and forget the number)."""
-    return tx.execute(
+    rows = tx.execute(
         "UPDATE replies SET status = 'expired', to_number = NULL, updated_at = %(now)s,"
         " error = COALESCE(error, 'not sent within its freshness limit')"
-        " WHERE status = 'pending' AND expires_at < %(now)s",
+        " WHERE status = 'pending' AND expires_at < %(now)s RETURNING campaign_id",
         {"now": now},
-    ).rowcount
+    ).fetchall()
+    numbers = _campaign_numbers(tx)
+    for row in rows:
+        count(tx, REPLIES, numbers[row["campaign_id"]], "expired")
+    return len(rows)
+
+
+def _campaign_numbers(tx: Transaction) -> dict[int, str]:
+    rows = tx.execute("SELECT id, number FROM campaigns").fetchall()
+    return {row["id"]: row["number"] for row in rows}
 
 
 def claim_batch(tx: Transaction, campaign_id: int, now: datetime,
@@ -527,6 +586,10 @@ def record_send(tx: Transaction, reply: ClaimedReply, result: SendResult, now: d
             [{"message_id": part.message_id, "reply": reply.id, "price": part.price,
               "now": now} for part in result.parts],
         )
+    if result.outcome != "sent" or result.error:
+        count(tx, PROVIDER_ERRORS, "", result.reason or result.outcome)
+    if status in ("sent", "failed"):
+        count(tx, REPLIES, reply.campaign_number, status)
     if status == "sent":
         _settle(tx, reply.id, result.price)
         if result.segments:
@@ -636,6 +699,10 @@ def _settle(tx: Transaction, reply_id: int, actual: Decimal) -> None:
          "actual": actual, "campaign": row["campaign_id"]},
     )
     tx.execute("UPDATE replies SET reserved = NULL WHERE id = %(id)s", {"id": reply_id})
+    if actual:
+        number = tx.execute("SELECT number FROM campaigns WHERE id = %(id)s",
+                            {"id": row["campaign_id"]}).fetchone()["number"]
+        count(tx, SPEND, number, "", actual)
 
 
 def _observe_price(tx: Transaction, campaign_id: int, per_segment: Decimal) -> None:
@@ -750,6 +817,10 @@ def _reply_from_client_ref(tx: Transaction, receipt: DeliveryReceipt,
 
 
 def _settle_reply_status(tx: Transaction, reply_id: int, now: datetime) -> str:
+    before = tx.execute(
+        "SELECT r.status, c.number FROM replies r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE r.id = %(id)s", {"id": reply_id},
+    ).fetchone()
     parts = tx.execute(
         "SELECT status, price FROM reply_parts WHERE reply_id = %(id)s", {"id": reply_id}
     ).fetchall()
@@ -768,4 +839,6 @@ def _settle_reply_status(tx: Transaction, reply_id: int, now: datetime) -> str:
         " WHERE id = %(id)s AND status IN ('sent', 'delivered', 'unknown')",
         {"status": status, "price": final_price, "now": now, "id": reply_id},
     )
+    if status != before["status"] and status in ("delivered", "failed"):
+        count(tx, REPLIES, before["number"], status)
     return status

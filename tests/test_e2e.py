@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,41 @@ def test_broker_outage_answers_503_then_the_retry_is_processed_once(
     assert len(fake_vonage.sent_to(SENDERS[2])) == 1
     rows = db.execute("SELECT dedup_key FROM inbound_messages").fetchall()
     assert [row["dedup_key"] for row in rows] == ["E2E-OUTAGE"]
+
+
+BUSINESS = ("relous_inbound_messages_total", "relous_replies_total",
+            "relous_spend_euros_total", "relous_replies_pending", "relous_storm_mode")
+
+
+def test_every_web_process_reports_the_same_business_figures(services, db, campaign,
+                                                            fake_vonage):
+    """2 gunicorn workers and 2 Celery processes: whichever process answers the scrape,
+    the business figures are the same, and spend is what the fake Vonage reported."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    number = campaign("33700000001", reply=REPLY)
+    for index, sender in enumerate(("33600000101", "33600000102", "33600000103")):
+        webhook = sign(inbound(msisdn=sender, message_id=f"E2E-METRICS-{index}"))
+        assert _post(services, webhook).status_code == 200
+    wait_for(lambda: len(fake_vonage.sent) == 3, message="three replies")
+    wait_until_idle(VHOST)
+    seen = set()
+    for _ in range(12):  # a new connection each time: either gunicorn worker may answer
+        text = requests.get(f"{services['base']}/metrics", timeout=10).text
+        figures = tuple(sorted(
+            (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if family.name + ("_total" if family.type == "counter" else "") in BUSINESS))
+        seen.add(figures)
+    assert len(seen) == 1, "every process reads the same figures"
+    [figures] = seen
+    spend = {labels: value for name, labels, value in figures
+             if name == "relous_spend_euros_total"}
+    assert Decimal(str(spend[(("campaign", number),)])) == fake_vonage.total_price
+    replies = {labels: value for name, labels, value in figures
+               if name == "relous_replies_total"}
+    assert replies[(("campaign", number), ("status", "sent"))] == 3
 
 
 def test_no_raw_phone_number_in_the_logs(services):
