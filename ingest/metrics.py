@@ -134,6 +134,7 @@ class DatabaseCollector(Collector):
         pending = _gauge("relous_replies_pending")
         storm = _gauge("relous_storm_mode")
         remaining = _gauge("relous_budget_remaining_euros")
+        caps = _gauge("relous_budget_cap_euros")
         for campaign, count in gauges["pending"].items():
             pending.add_metric([campaign], count)
         for campaign, on in gauges["storm"].items():
@@ -142,7 +143,11 @@ class DatabaseCollector(Collector):
             for period in BUDGET_PERIODS:
                 if left.get(period) is not None:
                     remaining.add_metric([campaign, period], float(left[period]))
-        yield from (pending, storm, remaining)
+        for campaign, cap_of in gauges["caps"].items():
+            for period in BUDGET_PERIODS:
+                if cap_of.get(period) is not None:
+                    caps.add_metric([campaign, period], float(cap_of[period]))
+        yield from (pending, storm, remaining, caps)
 
 
 class QueueDepthCollector(Collector):

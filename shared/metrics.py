@@ -20,6 +20,9 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...], str]] = {
                                  "EUR spent, as reported by the provider."),
     "relous_budget_remaining_euros": ("gauge", ("campaign", "period"),
                                       "EUR left under each cap (capped periods only)."),
+    # Extension (README): the caps themselves, so that alerts can say "below 20%".
+    "relous_budget_cap_euros": ("gauge", ("campaign", "period"),
+                                "Each cap in EUR (capped periods only)."),
     "relous_storm_mode": ("gauge", ("campaign",), "1 while the campaign is in storm mode."),
     "relous_queue_depth_messages": ("gauge", ("queue",),
                                     "Messages ready in each RabbitMQ queue."),

@@ -202,14 +202,16 @@ def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
         "SELECT c.number, COUNT(r.id) AS n FROM campaigns c"
         " LEFT JOIN replies r ON r.campaign_id = c.id AND r.status = 'pending'"
         " GROUP BY c.number").fetchall()}
-    remaining = {}
+    remaining, caps = {}, {}
     for campaign in campaigns:
         budget = budget_of(tx, campaign.id, now)
         if budget is not None:
             remaining[campaign.number] = budget.remaining()
+            caps[campaign.number] = {"hour": budget.hourly_cap, "day": budget.daily_cap,
+                                     "total": budget.total_cap}
     return {"campaigns": [campaign.number for campaign in campaigns], "pending": pending,
             "storm": {campaign.number: campaign.storm_mode for campaign in campaigns},
-            "remaining": remaining}
+            "remaining": remaining, "caps": caps}
 
 
 # --- inbound ------------------------------------------------------------------------------

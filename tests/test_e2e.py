@@ -4,6 +4,7 @@ against the local RabbitMQ and PostgreSQL and the fake Vonage, fed signed webhoo
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
@@ -158,6 +159,84 @@ def test_every_web_process_reports_the_same_business_figures(services, db, campa
     replies = {labels: value for name, labels, value in figures
                if name == "relous_replies_total"}
     assert replies[(("campaign", number), ("status", "sent"))] == 3
+
+
+def test_a_real_prometheus_scrapes_and_every_query_returns_data(services, db, campaign,
+                                                                fake_vonage, tmp_path):
+    """Prometheus on loopback scrapes the running web process; every PromQL expression of
+    the dashboard returns data, every alert expression parses and reads series that exist."""
+    import json
+    import shutil
+    from datetime import UTC, datetime
+
+    import yaml
+
+    from shared import store
+    from shared.settings import Settings
+    from tests.conftest import ROOT
+    from tests.fake_vonage import Behaviour
+    from workers.tasks import database
+
+    number = campaign("33700000001", reply=REPLY)
+    with database(Settings.from_env().database_url).transaction() as tx:
+        store.set_budget(tx, number, datetime.now(UTC), daily=Decimal("10"))
+    fake_vonage.script(Behaviour(status="1"))  # one throttled send: a provider error
+    assert _post(services, sign(inbound(msisdn="33600000201", message_id="PROM-1"))).ok
+    wait_for(lambda: db.execute("SELECT count(*) AS n FROM metric_counters"
+                                " WHERE metric = 'provider_errors'").fetchone()["n"],
+             message="the provider error counted")
+
+    rules = tmp_path / "alerts.yml"
+    shutil.copy(ROOT / "deploy" / "prometheus" / "alerts.yml", rules)
+    port = _free_port()
+    config = tmp_path / "prometheus.yml"
+    target = services["base"].removeprefix("http://")
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "relous", "static_configs": [{"targets": [target]}]}],
+    }))
+    prometheus = Process("prometheus", [
+        shutil.which("prometheus") or "prometheus", f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+    ], dict(os.environ), tmp_path)
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> dict:
+        answer = requests.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]
+
+    def scrapes() -> int:
+        try:
+            result = query("count_over_time(relous_storm_mode[5m])")["result"]
+        except requests.ConnectionError:
+            return 0
+        return int(float(result[0]["value"][1])) if result else 0
+
+    try:
+        wait_for(lambda: scrapes() >= 2, timeout=60, interval=0.5, message="2 scrapes")
+        for index in range(3):  # traffic between scrapes, so that rates have data
+            seen = scrapes()
+            _post(services, sign(inbound(msisdn=f"3360000030{index}",
+                                         message_id=f"PROM-T{index}")))
+            wait_for(lambda seen=seen: scrapes() > seen, timeout=30, interval=0.2,
+                     message="one more scrape")
+        dashboard = json.loads((ROOT / "deploy/grafana/anti-relous.json").read_text())
+        for panel in dashboard["panels"]:
+            for target_query in panel["targets"]:
+                expr = target_query["expr"].replace("$campaign", ".*")
+                assert query(expr)["result"], f"no data for {panel['title']!r}: {expr}"
+        groups = yaml.safe_load(rules.read_text())["groups"]
+        for rule in (rule for group in groups for rule in group["rules"]):
+            query(rule["expr"])  # parses and evaluates
+            for metric in set(re.findall(r"relous_[a-z_]+", rule["expr"])):
+                assert query(metric)["result"], f"{rule['alert']} reads {metric}: no data"
+        loaded = requests.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+        assert {rule["name"] for group in loaded for rule in group["rules"]} == {
+            rule["alert"] for group in groups for rule in group["rules"]}
+    finally:
+        prometheus.stop()
 
 
 def test_no_raw_phone_number_in_the_logs(services):
