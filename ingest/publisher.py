@@ -42,7 +42,7 @@ class CeleryPublisher:
             conn.ensure_connection(max_retries=1, timeout=3)
 
     def queue_depths(self) -> dict[str, int]:
-        """Messages ready in each of the pipeline's queues (a passive declare each).
+        """Messages ready in each of the pipeline's queues (a queue declare each).
 
         AMQP reports ready messages only: the unacknowledged ones in workers' hands are not
         counted (at most one per worker process, prefetch being 1).
@@ -50,5 +50,7 @@ class CeleryPublisher:
         with self._celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
             channel = conn.default_channel
-            return {queue.name: channel.queue_declare(queue.name, passive=True).message_count
+            # Declared with the workers' own arguments (idempotent): a queue nobody has
+            # declared yet reads 0 instead of failing the scrape.
+            return {queue.name: queue.bind(channel).queue_declare().message_count
                     for queue in self._celery.conf.task_queues}

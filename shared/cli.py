@@ -307,25 +307,119 @@ def sender_disallow(number: str) -> None:
 
 @main.command()
 def status() -> None:
-    """Per-campaign overview: state, storm mode, last hour's inbound, replies, spend."""
+    """Per-campaign overview: mode, spend against caps, replies, top reasons, queues."""
     now = datetime.now(UTC)
     with _database().transaction() as tx:
         overview = store.campaign_overview(tx, now)
     if not overview:
         click.echo("no campaign yet: relous campaign add NUMBER --reply TEXT")
         return
+    header = (f"{'campaign':<14} {'state':<7} {'mode':<6} {'in 1h':>6} {'pending':>7} "
+              f"{'sent':>6} {'failed':>6} {'expired':>7}  {'spent today':>11}  caps left")
+    click.echo(header)
     for item in overview:
-        state = "paused" if item["paused"] else "active"
-        storm = "STORM MODE" if item["storm_mode"] else "normal"
-        click.echo(f"campaign {item['number']}: {state}, {storm}")
-        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(item["inbound"].items())) or "none"
-        click.echo(f"  inbound last hour: {verdicts}")
-        replies = ", ".join(f"{k} {v}" for k, v in sorted(item["replies"].items())) or "none"
-        click.echo(f"  replies: {replies}")
-        for period in ("hour", "day", "total"):
-            used, cap = item["budget"][period]
-            limit = "no cap" if cap is None else f"cap {cap} EUR, {cap - used} left"
-            click.echo(f"  spend this {period}: {used} EUR ({limit})")
+        replies = item["replies"]
+        used_day = item["budget"]["day"][0]
+        left = ", ".join(
+            f"{period} {cap - used:.2f}/{cap:.2f}"
+            for period, (used, cap) in item["budget"].items() if cap is not None) or "no cap"
+        click.echo(
+            f"{item['number']:<14} {'paused' if item['paused'] else 'active':<7} "
+            f"{'STORM' if item['storm_mode'] else 'normal':<6} "
+            f"{sum(item['inbound'].values()):>6} {replies.get('pending', 0):>7} "
+            f"{replies.get('sent', 0) + replies.get('delivered', 0):>6} "
+            f"{replies.get('failed', 0):>6} {replies.get('expired', 0):>7}  "
+            f"{used_day:>11.4f}  {left}")
+    for item in overview:
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(item["inbound"].items()))
+        reasons = ", ".join(f"{kind} {n}" for kind, n in item["top_reasons"]) or "none"
+        click.echo(f"{item['number']}: last hour {verdicts or 'no inbound'}; "
+                   f"top suppression reasons (24 h): {reasons}")
+    click.echo(f"queues: {_queue_depths()}")
+
+
+def _queue_depths() -> str:
+    from ingest.publisher import CeleryPublisher
+    from workers.app import create_celery
+
+    try:
+        depths = CeleryPublisher(create_celery(_settings())).queue_depths()
+    except Exception as error:  # status still shows the rest
+        return f"unavailable ({type(error).__name__})"
+    return ", ".join(f"{name} {count} ready" for name, count in depths.items())
+
+
+@main.group()
+def evidence() -> None:
+    """Abusive senders' messages, for a complaint."""
+
+
+@evidence.command("export")
+@click.option("--campaign", "number", required=True, help="The campaign's number.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default="1970-01-01",
+              help="First day (YYYY-MM-DD, UTC).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="File to write: .json for JSON, anything else for CSV.")
+def evidence_export(number: str, since: datetime, out: str) -> None:
+    """Write the messages of senders flagged abusive, with their numbers (only here)."""
+    import csv
+    import json
+
+    from cryptography.fernet import Fernet, InvalidToken
+
+    settings = _settings(require_keys=True)
+    with _database().transaction() as tx:
+        found = store.find_campaign(tx, _number(number))
+        if found is None:
+            _fail(f"no campaign answers on {number}: see `relous campaign list`")
+        rows = store.evidence_messages(tx, found.id, since.replace(tzinfo=UTC))
+    fernet = Fernet(settings.evidence_key)
+    records = []
+    for row in rows:
+        try:
+            sender_number = fernet.decrypt(row["encrypted_number"].encode()).decode()
+        except InvalidToken:
+            _fail("RELOUS_EVIDENCE_KEY does not decrypt the stored numbers: "
+                  "use the key they were stored with")
+        records.append({
+            "sender_number": sender_number, "sender_pseudonym": row["sender"],
+            "received_at": _iso(row["received_at"]),
+            "provider_timestamp": _iso(row["provider_timestamp"]), "text": row["text"],
+            "verdict": row["verdict"], "reasons": row["reasons"],
+            "flagged_at": _iso(row["flagged_at"]), "flagged_for": row["flagged_for"],
+        })
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        if out.endswith(".json"):
+            json.dump({"campaign": number, "since": since.date().isoformat(),
+                       "messages": records}, handle, ensure_ascii=False, indent=2)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=EVIDENCE_FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
+    senders = len({record["sender_pseudonym"] for record in records})
+    click.echo(f"wrote {len(records)} message(s) of {senders} sender(s) flagged abusive "
+               f"to {out}")
+
+
+EVIDENCE_FIELDS = ["sender_number", "sender_pseudonym", "received_at", "provider_timestamp",
+                   "text", "verdict", "reasons", "flagged_at", "flagged_for"]
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+@main.command("purge")
+def purge_command() -> None:
+    """Apply retention now (beat also runs it daily)."""
+    from datetime import timedelta
+
+    settings = _settings()
+    with _database().transaction() as tx:
+        purged = store.purge(tx, datetime.now(UTC), timedelta(days=settings.retention_days),
+                             timedelta(days=settings.evidence_retention_days))
+    click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} number(s), "
+               f"{purged['evidence']} evidence record(s)")
 
 
 @main.command()

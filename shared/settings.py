@@ -45,6 +45,8 @@ class Settings:
     log_level: str = "INFO"
     sms_rate_per_second: int = 30
     lexicon_path: str | None = None
+    retention_days: int = 90
+    evidence_retention_days: int = 365
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -74,6 +76,9 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             sms_rate_per_second=_int(env, "SMS_RATE_PER_SECOND", 30, minimum=1),
             lexicon_path=get("RELOUS_LEXICON_PATH"),
+            retention_days=_int(env, "RELOUS_RETENTION_DAYS", 90, minimum=1),
+            evidence_retention_days=_int(env, "RELOUS_EVIDENCE_RETENTION_DAYS", 365,
+                                         minimum=1),
         )
         settings.validate(require_keys=require_keys)
         return settings

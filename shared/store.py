@@ -187,6 +187,7 @@ def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
                 else (Decimal(0), None)}
         overview.append({
             "number": campaign.number, "paused": campaign.paused,
+            "top_reasons": _top_reasons(tx, campaign.id, now - timedelta(days=1)),
             "storm_mode": campaign.storm_mode,
             "inbound": {row["verdict"]: row["n"] for row in inbound},
             "replies": {row["status"]: row["n"] for row in replies},
@@ -214,19 +215,40 @@ def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
             "remaining": remaining, "caps": caps}
 
 
+def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
+                 limit: int = 3) -> list[tuple[str, int]]:
+    """The most frequent reasons (their kind, before ':') of suppressed or blocked messages."""
+    rows = tx.execute(
+        "SELECT reasons, COUNT(*) AS n FROM inbound_messages WHERE campaign_id = %(id)s"
+        " AND verdict IN ('suppress', 'block') AND received_at > %(since)s"
+        " GROUP BY reasons ORDER BY n DESC LIMIT 200",
+        {"id": campaign_id, "since": since},
+    ).fetchall()
+    kinds: dict[str, int] = {}
+    for row in rows:
+        first = (row["reasons"] or "no reason").split("; ")[0]
+        kind = first.split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + row["n"]
+    return sorted(kinds.items(), key=lambda item: -item[1])[:limit]
+
+
 # --- inbound ------------------------------------------------------------------------------
 
 def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
-                   lexicon: tuple[str, ...] = ()) -> InboundOutcome:
-    """Deduplicate, reassemble, record, score and decide one inbound SMS (one transaction)."""
-    outcome = _record_inbound(tx, sms, secret_key, now, lexicon)
+                   lexicon: tuple[str, ...] = (), evidence_key: str = "") -> InboundOutcome:
+    """Deduplicate, reassemble, record, score and decide one inbound SMS (one transaction).
+
+    With `evidence_key`, the number of a sender flagged abusive is kept, encrypted, for
+    `relous evidence export`.
+    """
+    outcome = _record_inbound(tx, sms, secret_key, now, lexicon, evidence_key)
     if outcome.verdict != "partial":  # a concatenated SMS counts once, when complete
         count(tx, INBOUND, outcome.campaign or sms.to, outcome.verdict)
     return outcome
 
 
 def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
-                    lexicon: tuple[str, ...]) -> InboundOutcome:
+                    lexicon: tuple[str, ...], evidence_key: str) -> InboundOutcome:
     campaign = find_campaign(tx, sms.to)
     sender = pseudonym(sms.msisdn, secret_key)
     if campaign is None:
@@ -275,6 +297,9 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
     verdict = score_message(rules, sender_stats, campaign_stats, lexicon_hits(text, lexicon))
     reasons = list(verdict.reasons)
     decision = None
+    if evidence_key and verdict.score >= rules.suppress_score:
+        _keep_evidence(tx, campaign.id, sender, sms.msisdn, verdict.reasons, evidence_key,
+                       now)
     if verdict.verdict == BLOCK and not blocked and listed != "block":
         tx.execute(
             "UPDATE senders SET blocked_until = %(until)s"
@@ -294,6 +319,63 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
     if decision is None or decision.verdict != "reply":
         return InboundOutcome(final, campaign.number)
     return _schedule_reply(tx, campaign, sender, sms.msisdn, inbound_id, decision, now)
+
+
+def _keep_evidence(tx: Transaction, campaign_id: int, sender: str, msisdn: str,
+                   reasons: tuple[str, ...], evidence_key: str, now: datetime) -> None:
+    """Keep the encrypted number of a sender flagged abusive (once per campaign)."""
+    from cryptography.fernet import Fernet
+
+    tx.execute(
+        "INSERT INTO evidence (campaign_id, sender, encrypted_number, flagged_at, reasons)"
+        " VALUES (%(campaign)s, %(sender)s, %(number)s, %(now)s, %(reasons)s)"
+        " ON CONFLICT (campaign_id, sender) DO NOTHING",
+        {"campaign": campaign_id, "sender": sender,
+         "number": Fernet(evidence_key).encrypt(msisdn.encode()).decode(), "now": now,
+         "reasons": "; ".join(reasons)},
+    )
+
+
+def evidence_messages(tx: Transaction, campaign_id: int,
+                      since: datetime) -> list[dict[str, Any]]:
+    """Messages since `since` of the campaign's senders flagged abusive, with the encrypted
+    number (decrypted only by `relous evidence export`)."""
+    return tx.execute(
+        "SELECT e.sender, e.encrypted_number, e.flagged_at, e.reasons AS flagged_for,"
+        " m.received_at, m.provider_timestamp, m.text, m.verdict, m.reasons"
+        " FROM evidence e JOIN inbound_messages m"
+        " ON m.campaign_id = e.campaign_id AND m.sender = e.sender"
+        " WHERE e.campaign_id = %(campaign)s AND m.received_at >= %(since)s"
+        " ORDER BY m.received_at, m.id",
+        {"campaign": campaign_id, "since": since},
+    ).fetchall()
+
+
+def purge(tx: Transaction, now: datetime, retention: timedelta,
+          evidence_retention: timedelta) -> dict[str, int]:
+    """Apply retention: evidence (encrypted numbers) past its retention is deleted; texts
+    and raw numbers older than `retention` are erased, except the messages of senders
+    still kept as evidence."""
+    message_cutoff, evidence_cutoff = now - retention, now - evidence_retention
+    evidence = tx.execute("DELETE FROM evidence WHERE flagged_at < %(cutoff)s",
+                          {"cutoff": evidence_cutoff}).rowcount
+    texts = tx.execute(
+        "UPDATE inbound_messages SET text = '' WHERE received_at < %(cutoff)s AND text <> ''"
+        " AND NOT EXISTS (SELECT 1 FROM evidence e WHERE e.campaign_id ="
+        " inbound_messages.campaign_id AND e.sender = inbound_messages.sender)",
+        {"cutoff": message_cutoff},
+    ).rowcount
+    parts = tx.execute(
+        "UPDATE inbound_parts SET text = '' WHERE received_at < %(cutoff)s AND text <> ''",
+        {"cutoff": message_cutoff},
+    ).rowcount
+    numbers = tx.execute(
+        "UPDATE replies SET to_number = NULL,"
+        " status = CASE WHEN status = 'pending' THEN 'expired' ELSE status END"
+        " WHERE created_at < %(cutoff)s AND to_number IS NOT NULL",
+        {"cutoff": message_cutoff},
+    ).rowcount
+    return {"evidence": evidence, "texts": texts + parts, "numbers": numbers}
 
 
 def _insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None, sms: InboundSms,

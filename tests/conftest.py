@@ -115,8 +115,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 TABLES = ("delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
-          "inbound_messages", "budgets", "campaigns", "sender_lists", "rate_buckets",
-          "metric_counters")
+          "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
+          "rate_buckets", "metric_counters")
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from click.testing import CliRunner
 
@@ -111,8 +113,10 @@ def test_budget_set_and_status(relous, db):
     caps = db.execute("SELECT hourly_cap, daily_cap, total_cap FROM budgets").fetchone()
     assert (caps["hourly_cap"], caps["daily_cap"], caps["total_cap"]) == (1.5, None, 20)
     status = relous("status")
-    assert "campaign 33700000007: active, normal" in status.output
-    assert "spend this hour: 0" in status.output and "cap 1.5" in status.output
+    row = next(line for line in status.output.splitlines() if line.startswith("337"))
+    assert row.split()[:3] == ["33700000007", "active", "normal"]
+    assert "hour 1.50/1.50" in row and "total 20.00/20.00" in row
+    assert "queues: relous.inbound 0 ready" in status.output
     assert relous("budget", "set", "33700000007").exit_code == 2
     assert relous("budget", "set", "33700000007", "--daily", "-1").exit_code == 2
     assert relous("budget", "set", "33799999999", "--daily", "1").exit_code == 1
@@ -128,3 +132,66 @@ def test_sender_lists_store_pseudonyms_only(relous, db):
     assert relous("sender", "unblock", "33612345621").exit_code == 1, "nothing left to lift"
     assert relous("sender", "allow", "33612345621").exit_code == 0
     assert db.execute("SELECT list FROM sender_lists").fetchone()["list"] == "allow"
+
+
+def _flood_and_ordinary(db):
+    """A flooder (blocked after 6 messages in a minute) and an ordinary sender."""
+    import os
+    from datetime import UTC, datetime
+
+    from shared import store
+    from shared.settings import Settings
+    from shared.webhooks import parse_inbound
+    from tests.helpers import inbound
+    from workers.tasks import database
+
+    settings = Settings.from_env()
+    now = datetime.now(UTC)
+    with database(os.environ["DATABASE_URL"]).transaction() as tx:
+        store.add_campaign(tx, "33700000008", "Stop.", delay_seconds=0, window_seconds=86400,
+                           price_per_segment=Decimal("0.08"), allow_multipart=False, now=now)
+        for index in range(8):
+            store.record_inbound(tx, parse_inbound(inbound(
+                msisdn="33611110000", to="33700000008", message_id=f"FLOOD{index}",
+                text=f"Réponds salope {index}")), settings.secret_key, now, (),
+                settings.evidence_key)
+        store.record_inbound(tx, parse_inbound(inbound(
+            msisdn="33622220000", to="33700000008", message_id="NICE",
+            text="Bonsoir Julie, tu viens samedi ?")), settings.secret_key, now, (),
+            settings.evidence_key)
+
+
+def test_evidence_export_holds_numbers_only_of_senders_flagged_abusive(relous, db, tmp_path):
+    import csv
+    import json
+
+    _flood_and_ordinary(db)
+    stored = db.execute("SELECT encrypted_number FROM evidence").fetchall()
+    assert len(stored) == 1 and "33611110000" not in stored[0]["encrypted_number"]
+    out = tmp_path / "evidence.csv"
+    result = relous("evidence", "export", "--campaign", "33700000008", "--since",
+                    "2020-01-01", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "33611110000" not in result.output, "numbers go to the file only"
+    rows = list(csv.DictReader(out.open()))
+    assert {row["sender_number"] for row in rows} == {"33611110000"}
+    assert len(rows) == 8, "all the flagged sender's messages, the first ones included"
+    assert "33622220000" not in out.read_text()
+    assert all(row["flagged_for"].startswith("repetition") for row in rows)
+    as_json = tmp_path / "evidence.json"
+    assert relous("evidence", "export", "--campaign", "33700000008", "--out",
+                  str(as_json)).exit_code == 0
+    messages = json.loads(as_json.read_text())["messages"]
+    assert {m["sender_number"] for m in messages} == {"33611110000"}
+
+
+def test_purge_erases_old_texts_but_keeps_evidence_until_its_own_retention(relous, db):
+    _flood_and_ordinary(db)
+    db.execute("UPDATE inbound_messages SET received_at = received_at - interval '100 days'")
+    assert "1 text(s)" in relous("purge").output, "the ordinary sender's text only"
+    texts = db.execute("SELECT text FROM inbound_messages WHERE text <> ''").fetchall()
+    assert len(texts) == 8
+    db.execute("UPDATE evidence SET flagged_at = flagged_at - interval '400 days'")
+    result = relous("purge")
+    assert "8 text(s)" in result.output and "1 evidence record(s)" in result.output
+    assert db.execute("SELECT COUNT(*) AS n FROM evidence").fetchone()["n"] == 0

@@ -42,6 +42,7 @@ def celery_config(settings: Settings) -> dict:
             "relous.flush_due_replies": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
             "relous.recover_stale_sending": {"queue": REPLIES_QUEUE,
                                              "routing_key": REPLIES_QUEUE},
+            "relous.purge": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
         },
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -66,6 +67,7 @@ def celery_config(settings: Settings) -> dict:
                                       "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS)},
             "evaluate-storm-mode": {"task": "relous.evaluate_storm_mode",
                                     "schedule": timedelta(seconds=STORM_INTERVAL_SECONDS)},
+            "purge-retention": {"task": "relous.purge", "schedule": timedelta(days=1)},
         },
     }
     if settings.broker_url.startswith("filesystem://"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from shared import store
@@ -57,7 +57,8 @@ def process_inbound(payload: dict) -> dict:
     now = _now()
     with database(settings.database_url).transaction() as tx:
         outcome = store.record_inbound(tx, sms, settings.secret_key, now,
-                                       load_lexicon(settings.lexicon_path))
+                                       load_lexicon(settings.lexicon_path),
+                                       settings.evidence_key)
     log.info("inbound campaign=%s verdict=%s reply=%s", outcome.campaign, outcome.verdict,
              outcome.reply_id)
     if outcome.campaign_id is not None and outcome.due_at is not None and outcome.due_at <= now:
@@ -160,6 +161,17 @@ def evaluate_storm_mode() -> dict:
         log.warning("campaign %s storm mode %s (%s messages in the last minute)", number,
                     "ON" if storm else "off", per_minute)
     return {"changed": len(changed)}
+
+
+@app.task(name="relous.purge")
+def purge() -> dict:
+    """Beat, daily: apply the retention settings (see README, Privacy)."""
+    settings = _settings()
+    with database(settings.database_url).transaction() as tx:
+        purged = store.purge(tx, _now(), timedelta(days=settings.retention_days),
+                             timedelta(days=settings.evidence_retention_days))
+    log.info("retention applied: %s", purged)
+    return purged
 
 
 def _hand_over(campaign_id: int) -> None:
