@@ -32,6 +32,9 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "Webhook handling time, publish confirm included."),
     "relous_provider_errors_total": ("counter", ("reason",),
                                      "Provider answers other than accepted, by reason."),
+    # Extension (README): worker task latency, per process (multiprocess mode).
+    "relous_task_duration_seconds": ("histogram", ("task",),
+                                     "Celery task run time, by task."),
 }
 
 VERDICTS = ("reply", "suppress", "block", "duplicate", "unroutable")

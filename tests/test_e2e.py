@@ -51,7 +51,9 @@ def services(tmp_path_factory, broker_proxy) -> Iterator[dict]:
     `worker`, started from the Procfile's command lines."""
     logs = tmp_path_factory.mktemp("e2e-logs")
     port = _free_port()
-    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="2", WORKER_CONCURRENCY="2")
+    metric_files = tmp_path_factory.mktemp("prometheus-multiproc")
+    env = dict(os.environ, PORT=str(port), WEB_CONCURRENCY="2", WORKER_CONCURRENCY="2",
+               PROMETHEUS_MULTIPROC_DIR=str(metric_files))
     web = procfile_process("web", dict(env, BROKER_URL=broker_url(VHOST, broker_proxy.address)),
                            logs)
     worker = procfile_process("worker", dict(env, BROKER_URL=broker_url(VHOST)), logs)
@@ -159,6 +161,14 @@ def test_every_web_process_reports_the_same_business_figures(services, db, campa
     replies = {labels: value for name, labels, value in figures
                if name == "relous_replies_total"}
     assert replies[(("campaign", number), ("status", "sent"))] == 3
+    # Per-process figures of both gunicorn workers and both Celery processes, added up.
+    per_process = {(family.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in text_string_to_metric_families(text)
+                   for sample in family.samples}
+    assert per_process[("relous_task_duration_seconds", (
+        ("le", "+Inf"), ("task", "relous.process_inbound")))] >= 3
+    assert per_process[("relous_webhook_requests", (
+        ("code", "200"), ("endpoint", "inbound")))] >= 3
 
 
 def test_a_real_prometheus_scrapes_and_every_query_returns_data(services, db, campaign,

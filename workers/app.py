@@ -86,7 +86,7 @@ def celery_config(settings: Settings) -> dict:
 def create_celery(settings: Settings | None = None) -> Celery:
     """Build the Celery app for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
-    celery = Celery("relous", include=["workers.tasks"])
+    celery = Celery("relous", include=["workers.tasks", "workers.metrics"])
     celery.config_from_object(celery_config(settings))
     celery.relous_settings = settings  # type: ignore[attr-defined]
     return celery
