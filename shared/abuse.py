@@ -41,7 +41,7 @@ class CampaignRules:
     repeat_per_day: int = 3
     raid_window_seconds: int = 300
     raid_min_new_senders: int = 30
-    raid_ratio: float = 10.0
+    raid_ratio: float = 3.0
     raid_same_text_senders: int = 5
     prefix_cluster_senders: int = 10
     lexicon_points: int = 30
@@ -109,10 +109,14 @@ class Verdict:
     reasons: tuple[str, ...]
 
 
+def raid_threshold(rules: CampaignRules, baseline: float) -> float:
+    """First-time senders per raid window from which a burst is a raid."""
+    return max(rules.raid_min_new_senders, rules.raid_ratio * baseline)
+
+
 def raid_in_progress(rules: CampaignRules, stats: CampaignStats) -> bool:
     """A burst of first-time senders far above the campaign's usual rate."""
-    threshold = max(rules.raid_min_new_senders, rules.raid_ratio * stats.new_senders_baseline)
-    return stats.new_senders_recent >= threshold
+    return stats.new_senders_recent >= raid_threshold(rules, stats.new_senders_baseline)
 
 
 def score_message(rules: CampaignRules, sender: SenderStats, campaign: CampaignStats,

@@ -6,9 +6,11 @@ integration tests and by `relous storm`.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 GREETINGS = ("Salut", "Coucou", "Bonsoir", "Hey", "Bonjour", "Re", "Yo", "Hello")
 NAMES = ("Julie", "Sarah", "Camille", "Léa", "Manon", "Inès", "Chloé", "Emma", "Lucie",
@@ -96,3 +98,66 @@ def _interleave(rng: random.Random, streams: list[list[tuple[str, str]]]) -> lis
         merged.append(streams[index][cursors[index]])
         cursors[index] += 1
     return merged
+
+
+# --- scenario files (shared/scenarios_data/*.json), for `relous storm` ---------------------
+
+@dataclass(frozen=True)
+class TimedWebhook:
+    """One inbound webhook, `at` seconds into the scenario, sent by a sender of `role`."""
+
+    at: float
+    role: str
+    params: dict[str, str]
+
+
+def scenario_names() -> list[str]:
+    folder = resources.files("shared") / "scenarios_data"
+    return sorted(entry.name.removesuffix(".json") for entry in folder.iterdir()
+                  if entry.name.endswith(".json"))
+
+
+def load_scenario(name: str) -> dict:
+    """A scenario's description (see shared/scenarios_data/); KeyError for an unknown one."""
+    if name not in scenario_names():
+        raise KeyError(name)
+    return json.loads((resources.files("shared") / "scenarios_data" / f"{name}.json")
+                      .read_text())
+
+
+TEXTS = {"flood": lambda rng: rng.choice(FLOOD_TEXTS), "raid": lambda rng: rng.choice(SLOGANS),
+         "ordinary": _ordinary_text}
+
+
+def timeline(spec: dict, to: str, seed: int = 2017,
+             start: datetime | None = None) -> list[TimedWebhook]:
+    """Every webhook of a scenario with its time, in time order; retries included."""
+    rng = random.Random(seed)
+    used: set[str] = set()
+    start = start or datetime.now(UTC)
+    events: list[tuple[float, str, str, str]] = []
+    for group in spec["classes"]:
+        first_hour, last_hour = group["start_hours"]
+        spread = group["spread_minutes"] * 60
+        for _ in range(group["senders"]):
+            number = _number(rng, used)
+            begin = rng.uniform(first_hour, last_hour) * 3600
+            count = rng.randint(*group["messages"])
+            times = sorted(begin + rng.uniform(0, spread) for _ in range(count))
+            for at in times:
+                events.append((at, group["class"], number, TEXTS[group["texts"]](rng)))
+    events.sort(key=lambda event: event[0])
+    webhooks = []
+    for index, (at, role, number, text) in enumerate(events):
+        params = {
+            "msisdn": number, "to": to, "messageId": f"S{seed}-{index:07d}", "text": text,
+            "type": "text", "keyword": text.split(" ")[0].upper()[:20],
+            "message-timestamp": (start + timedelta(seconds=at)).strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        webhooks.append(TimedWebhook(at, role, params))
+        if rng.random() < spec.get("retry_ratio", 0):
+            low, high = spec.get("retry_copies", [2, 2])
+            for _ in range(rng.randint(low, high) - 1):
+                webhooks.append(TimedWebhook(at + rng.uniform(5, 600), role, dict(params)))
+    webhooks.sort(key=lambda webhook: webhook.at)
+    return webhooks

@@ -7,6 +7,7 @@ updates whose row count says whether this process won.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from shared.abuse import (
     lexicon_hits,
     next_storm_mode,
     raid_in_progress,
+    raid_threshold,
     score_message,
 )
 from shared.budget import BudgetState, day_start, estimate_cost, hour_start
@@ -443,29 +445,60 @@ def _campaign_stats(tx: Transaction, campaign: Campaign, text_key: str, prefix_g
                     now: datetime) -> CampaignStats:
     rules = campaign.rules
     window = timedelta(seconds=rules.raid_window_seconds)
-    row = tx.execute(
-        "SELECT SUM(CASE WHEN first_seen_at > %(recent)s THEN 1 ELSE 0 END) AS recent,"
-        " SUM(CASE WHEN first_seen_at <= %(recent)s THEN 1 ELSE 0 END) AS earlier"
-        " FROM senders WHERE campaign_id = %(campaign)s AND first_seen_at > %(day)s",
-        {"recent": now - window, "day": now - timedelta(days=1), "campaign": campaign.id},
-    ).fetchone()
-    windows_per_day = max(timedelta(days=1) / window - 1, 1)
-    stats = CampaignStats(int(row["recent"] or 0), int(row["earlier"] or 0) / windows_per_day,
-                          0, 0, campaign.storm_mode)
+    recent, baseline = _new_sender_rates(tx, campaign, window, now)
+    stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
     if not raid_in_progress(rules, stats):
         return stats
+    # Only "at least N" matters, so both look at a bounded number of rows whatever the
+    # raid's size: distinct senders among the latest messages with this text.
     same = tx.execute(
-        "SELECT COUNT(DISTINCT sender) AS n FROM inbound_messages"
-        " WHERE campaign_id = %(campaign)s AND fingerprint = %(key)s AND received_at > %(since)s",
-        {"campaign": campaign.id, "key": text_key, "since": now - window},
+        "SELECT COUNT(DISTINCT sender) AS n FROM (SELECT sender FROM inbound_messages"
+        " WHERE campaign_id = %(campaign)s AND fingerprint = %(key)s"
+        " AND received_at > %(since)s ORDER BY received_at DESC LIMIT %(rows)s) AS latest",
+        {"campaign": campaign.id, "key": text_key, "since": now - window,
+         "rows": SAME_TEXT_SAMPLE},
     ).fetchone()["n"] if text_key else 0
     prefix = tx.execute(
-        "SELECT COUNT(*) AS n FROM senders WHERE campaign_id = %(campaign)s"
-        " AND prefix_group = %(prefix)s AND first_seen_at > %(since)s",
-        {"campaign": campaign.id, "prefix": prefix_group, "since": now - window},
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM senders WHERE campaign_id = %(campaign)s"
+        " AND prefix_group = %(prefix)s AND first_seen_at > %(since)s LIMIT %(enough)s)"
+        " AS cluster",
+        {"campaign": campaign.id, "prefix": prefix_group, "since": now - window,
+         "enough": rules.prefix_cluster_senders},
     ).fetchone()["n"]
-    return CampaignStats(stats.new_senders_recent, stats.new_senders_baseline,
-                         int(same) + (1 if text_key else 0), int(prefix), campaign.storm_mode)
+    return CampaignStats(recent, baseline, int(same) + (1 if text_key else 0), int(prefix),
+                         campaign.storm_mode)
+
+
+# The usual rate of new senders (per raid window, over the last day) changes slowly:
+# recomputed at most every BASELINE_TTL of the caller's clock, per process, since counting
+# a day of senders for every message would grow with the traffic.
+BASELINE_TTL = timedelta(seconds=60)
+SAME_TEXT_SAMPLE = 200
+_baselines: dict[int, tuple[datetime, float]] = {}
+
+
+def _new_sender_rates(tx: Transaction, campaign: Campaign, window: timedelta,
+                      now: datetime) -> tuple[int, float]:
+    """(first-time senders in the raid window, up to the raid threshold; usual number)."""
+    cached = _baselines.get(campaign.id)
+    if cached is not None and timedelta(0) <= now - cached[0] < BASELINE_TTL:
+        baseline = cached[1]
+    else:
+        earlier = tx.execute(
+            "SELECT COUNT(*) AS n FROM senders WHERE campaign_id = %(campaign)s"
+            " AND first_seen_at > %(day)s AND first_seen_at <= %(recent)s",
+            {"campaign": campaign.id, "day": now - timedelta(days=1), "recent": now - window},
+        ).fetchone()["n"]
+        baseline = int(earlier) / max(timedelta(days=1) / window - 1, 1)
+        _baselines[campaign.id] = (now, baseline)
+    threshold = raid_threshold(campaign.rules, baseline)
+    # Whether the recent count reaches the threshold is all that matters: stop there.
+    recent = tx.execute(
+        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM senders WHERE campaign_id = %(campaign)s"
+        " AND first_seen_at > %(recent)s LIMIT %(enough)s) AS recent",
+        {"campaign": campaign.id, "recent": now - window, "enough": math.ceil(threshold)},
+    ).fetchone()["n"]
+    return int(recent), baseline
 
 
 def _assemble(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,

@@ -44,6 +44,7 @@ class SentSms:
     client_ref: str | None
     message_ids: list[str]
     price: Decimal
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -155,6 +156,16 @@ def _error(status: str, text: str) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeVonage
+
+    def do_GET(self) -> None:
+        """`/_fake/sent`: what was sent (for `relous storm`'s report): to, price, time."""
+        if self.path.split("?")[0] != "/_fake/sent":
+            self._answer(404, {"error": "not found"})
+            return
+        with self.fake._lock:
+            sent = [{"to": sms.to, "price": str(sms.price), "at": sms.at,
+                     "parts": len(sms.message_ids)} for sms in self.fake.sent]
+        self._answer(200, {"sent": sent})
 
     def do_POST(self) -> None:
         if self.path.split("?")[0] != "/sms/json":

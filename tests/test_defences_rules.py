@@ -104,10 +104,10 @@ def test_the_same_slogan_without_a_burst_of_new_senders_is_not_a_raid():
 
 
 def test_raid_needs_a_burst_far_above_the_baseline():
-    busy_campaign = CampaignStats(new_senders_recent=40, new_senders_baseline=10.0,
+    busy_campaign = CampaignStats(new_senders_recent=40, new_senders_baseline=20.0,
                                   same_text_senders=1, prefix_new_senders=1)
-    assert not raid_in_progress(RULES, busy_campaign), "40 is only 4x a busy baseline"
-    assert raid_in_progress(RULES, CampaignStats(100, 10.0, 1, 1))
+    assert not raid_in_progress(RULES, busy_campaign), "40 is only 2x a busy baseline"
+    assert raid_in_progress(RULES, CampaignStats(100, 20.0, 1, 1))
 
 
 def test_blocked_and_blocklisted_senders_are_silenced_and_allowlist_beats_every_rule():

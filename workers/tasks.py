@@ -174,6 +174,11 @@ def purge() -> dict:
     return purged
 
 
+@app.task(name="relous.noop")
+def noop() -> None:
+    """Does nothing: the baseline drain rate of bench/pipeline.py."""
+
+
 def _hand_over(campaign_id: int) -> None:
     """Queue a send round now; if the broker refuses, beat's next flush does it."""
     try:
