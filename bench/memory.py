@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,15 +20,13 @@ import time
 from pathlib import Path
 
 import psycopg
-from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.ingest import free_port, run_wrk, serve, signed_body, stop
 from bench.pipeline import fill
+from bench.scratch import scratch_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_DB = os.environ.get("RELOUS_TEST_ADMIN_DATABASE_URL",
-                          "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def rss_mb(root_pid: int) -> dict[int, float]:
@@ -54,27 +51,10 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=10_000)
     parser.add_argument("--web-seconds", type=int, default=60)
     args = parser.parse_args()
-    run = secrets.token_hex(4)
-    database, vhost = f"relous_bench_{run}", f"relous_bench_{run}"
     folder = Path(tempfile.mkdtemp(prefix="relous-memory-"))
-    with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*",
-                    ".*"], check=True)
-    url = f"{ADMIN_DB.rsplit('/', 1)[0]}/{database}"
-    secret = "bench-" + run
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep
-               + os.environ["PATH"], DATABASE_URL=url,
-               BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}", SMS_PROVIDER="console",
-               VONAGE_SIGNATURE_SECRET=secret, RELOUS_SECRET_KEY=secrets.token_hex(16),
-               RELOUS_EVIDENCE_KEY=Fernet.generate_key().decode(), LOG_LEVEL="WARNING",
-               WORKER_CONCURRENCY=os.environ.get("WORKER_CONCURRENCY", "4"))
-    try:
-        for command in (["db", "upgrade"], ["campaign", "add", "33700000001", "--reply",
-                                             "Stop.", "--delay", "3600"]):
-            subprocess.run([sys.executable, "-m", "shared.cli", *command], env=env, cwd=ROOT,
-                           check=True, capture_output=True)
+    secret = "bench-memory-secret"  # noqa: S105 (signs the benchmark's own webhooks)
+    with scratch_stack(VONAGE_SIGNATURE_SECRET=secret) as env:
+        vhost, url = env["RELOUS_BENCH_VHOST"], env["DATABASE_URL"]
         # web: RSS before and after a wrk flood of signed webhooks
         port = free_port()
         web = serve("ingest:create_app()", env, port, folder / "web.log")
@@ -119,10 +99,6 @@ def main() -> None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(60)
         elapsed = time.monotonic() - started
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     print(f"web: RSS {web_before:.1f} MB before, {web_after:.1f} MB after "
           f"{flood['rate'] * args.web_seconds:.0f} signed webhooks "
           f"(ratio {web_after / web_before:.2f})")

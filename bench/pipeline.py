@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -21,11 +20,11 @@ import time
 from pathlib import Path
 
 import psycopg
-from cryptography.fernet import Fernet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.scratch import scratch_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_DB = os.environ.get("RELOUS_TEST_ADMIN_DATABASE_URL",
-                          "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def queued(vhost: str) -> int:
@@ -77,28 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    run = secrets.token_hex(4)
-    database, vhost = f"relous_bench_{run}", f"relous_bench_{run}"
     folder = Path(tempfile.mkdtemp(prefix="relous-pipeline-"))
-    with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*",
-                    ".*"], check=True)
-    url = f"{ADMIN_DB.rsplit('/', 1)[0]}/{database}"
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep
-               + os.environ["PATH"], DATABASE_URL=url,
-               BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost}", SMS_PROVIDER="console",
-               RELOUS_SECRET_KEY=secrets.token_hex(16),
-               RELOUS_EVIDENCE_KEY=Fernet.generate_key().decode(), LOG_LEVEL="WARNING",
-               WORKER_CONCURRENCY=os.environ.get("WORKER_CONCURRENCY", "4"))
-    try:
-        subprocess.run([sys.executable, "-m", "shared.cli", "db", "upgrade"], env=env,
-                       cwd=ROOT, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-m", "shared.cli", "campaign", "add", "33700000001",
-                        "--reply", "Stop.", "--delay", "3600"], env=env, cwd=ROOT, check=True,
-                       capture_output=True)
-        count = args.messages
+    count = args.messages
+    with scratch_stack() as env:
+        vhost, url = env["RELOUS_BENCH_VHOST"], env["DATABASE_URL"]
         payloads = []
         for index in range(count):
             sender = f"336{index % (count * 4 // 5):08d}"  # 20% from returning senders
@@ -119,10 +100,6 @@ def main() -> None:
             return count - done
 
         inbound_rate = drain(env, folder, "inbound", remaining)
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
-        with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     print(f"no-op tasks drained:        {noop_rate:>8.0f} /s")
     print(f"inbound messages processed: {inbound_rate:>8.0f} /s")
     print(f"ratio inbound / no-op: {inbound_rate / noop_rate:.2f} "

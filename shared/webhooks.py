@@ -162,6 +162,8 @@ def check_signature(params: dict[str, str], secret: str, method: str, *, max_age
     sig = params.get("sig")
     if not sig:
         raise BadSignature("missing sig")
+    if not (sig.isascii() and sig.isalnum()):
+        raise BadSignature("malformed sig: hex digits expected")
     timestamp = params.get("timestamp", "")
     if not timestamp.isdigit():
         raise BadSignature("missing or malformed signed timestamp")

@@ -238,3 +238,10 @@ def test_web_warns_at_start_when_signatures_are_not_checked(idle_settings, caplo
     assert "VONAGE_SIGNATURE_SECRET is not set" in caplog.text
     assert client.post("/webhooks/inbound", data=inbound()).status_code == 200
     assert queued() == 1
+
+
+def test_signature_with_non_hex_characters_is_401_not_500(client, queued):
+    params = sign(inbound())
+    params["sig"] = params["sig"][:-1] + "\u00e9"
+    _rejected(client.post("/webhooks/inbound", data=params), 401, "sig")
+    assert queued() == 0
