@@ -1,0 +1,56 @@
+"""Where the inbound path's time goes: `record_inbound` in one process, cProfile'd.
+
+    .venv/bin/python bench/profile_inbound.py [--messages 4000]
+
+Prints the rate per 1,000 messages (flat means nothing grows with the senders) and the
+top of the profile, sorted by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.scratch import scratch_stack
+from shared import store
+from shared.abuse import load_lexicon
+from shared.db import Database
+from shared.webhooks import parse_inbound
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    args = parser.parse_args()
+    with scratch_stack() as env:
+        database = Database(env["DATABASE_URL"], pool_size=1)
+        lexicon, key = load_lexicon(), env["RELOUS_SECRET_KEY"]
+
+        def run(count: int, offset: int) -> None:
+            for index in range(offset, offset + count):
+                params = {"msisdn": f"336{index:08d}", "to": "33700000001",
+                          "messageId": f"P{index}", "text": f"Salut Julie tu viens {index} ?",
+                          "type": "text"}
+                with database.transaction() as tx:
+                    store.record_inbound(tx, parse_inbound(params), key, datetime.now(UTC),
+                                         lexicon)
+
+        for batch in range(args.messages // 1000):
+            began = time.perf_counter()
+            run(1000, batch * 1000)
+            print(f"messages {batch * 1000:>6}-{batch * 1000 + 999}: "
+                  f"{1000 / (time.perf_counter() - began):.0f}/s")
+        profile = cProfile.Profile()
+        profile.runcall(run, 500, args.messages)
+        database.close()
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
