@@ -164,20 +164,27 @@ def test_server_error_is_retried(db, campaign, fake_vonage, post):
     assert fake_vonage.sent == []
 
 
+def _record_and_claim(message_id: str, now: datetime):
+    """Record one inbound message and claim its reply, as a worker would, in-process."""
+    from shared.webhooks import parse_inbound
+
+    settings = Settings.from_env()
+    database = tasks.database(settings.database_url)
+    with database.transaction() as tx:
+        outcome = store.record_inbound(tx, parse_inbound(inbound(message_id=message_id)),
+                                       settings.secret_key, now)
+    with database.transaction() as tx:
+        return outcome, store.claim_batch(tx, outcome.campaign_id, now, 10)
+
+
 def test_crash_between_send_and_record_sends_no_second_sms(db, campaign, fake_vonage):
     """A worker claims and sends, then dies before recording: the redelivered task finds
     the reply `sending`, sends nothing, and the stale claim is later marked `unknown`."""
     number = campaign()
     settings = Settings.from_env()
-    database = tasks.database(settings.database_url)
-    from shared.webhooks import parse_inbound
-
     now = datetime.now(UTC)
-    with database.transaction() as tx:
-        outcome = store.record_inbound(tx, parse_inbound(inbound(message_id="CRASH")),
-                                       settings.secret_key, now)
-    with database.transaction() as tx:
-        [claimed] = store.claim_batch(tx, outcome.campaign_id, now, 10)
+    outcome, [claimed] = _record_and_claim("CRASH", now)
+    with tasks.database(settings.database_url).transaction() as tx:
         assert store.start_sending(tx, claimed, now)
     tasks.provider(settings).send(claimed.to_number, number, claimed.text,
                                   client_ref=str(claimed.id))
@@ -198,16 +205,8 @@ def test_claimed_but_never_sent_reply_goes_back_to_pending_and_is_sent(db, campa
     """A worker dies after claiming a batch, before handing a reply to the provider: the
     reply was certainly not sent, so it returns to `pending` and is sent once."""
     campaign()
-    settings = Settings.from_env()
-    database = tasks.database(settings.database_url)
-    from shared.webhooks import parse_inbound
-
-    now = datetime.now(UTC)
-    with database.transaction() as tx:
-        outcome = store.record_inbound(tx, parse_inbound(inbound(message_id="CLAIMED")),
-                                       settings.secret_key, now)
-    with database.transaction() as tx:
-        assert len(store.claim_batch(tx, outcome.campaign_id, now, 10)) == 1
+    _, claimed = _record_and_claim("CLAIMED", datetime.now(UTC))
+    assert len(claimed) == 1
     db.execute("UPDATE replies SET claimed_at = claimed_at - interval '3 minutes'")
     assert tasks.recover_stale_sending.apply().get() == {"returned": 1, "recovered": 0}
     tasks.flush_due_replies.delay()
