@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     settings = settings or Settings.from_env()
     if configure_logs:
         configure_logging(settings.log_level)
-    app = Flask(__name__)
+    # No static route: the HTTP surface is the webhooks, health and metrics (SECURITY.md).
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     if publisher is None:
         from workers.app import app as celery_app

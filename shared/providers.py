@@ -76,7 +76,11 @@ class VonageProvider:
                  timeout: int = SEND_TIMEOUT_SECONDS) -> None:
         from vonage import Auth, HttpClientOptions, Vonage
 
-        options: dict[str, object] = {"timeout": timeout}
+        # One connection, so one attempt: the SDK re-POSTs a request whose connection
+        # closed before the answer (RemoteDisconnected) up to `pool_maxsize` times, and
+        # that request may have been sent already: a second SMS. Here it is `unknown`
+        # (at most once). A process sends one SMS at a time, so one connection suffices.
+        options: dict[str, object] = {"timeout": timeout, "pool_maxsize": 1}
         if rest_host:
             options["rest_host"] = rest_host
         # Sending uses the API secret only: a signature secret here would make the SDK sign

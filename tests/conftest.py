@@ -188,18 +188,23 @@ def venv_bin() -> str:
     return str(Path(sys.executable).parent)
 
 
-def broker_messages(vhost: str) -> int:
+def rabbitmqctl(*args: str) -> str:
+    """Output of `rabbitmqctl ARGS` against the shared RabbitMQ node."""
+    return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def broker_messages(vhost: str, ctl: Callable[..., str] = rabbitmqctl) -> int:
     """Messages in the vhost's queues, ready plus unacknowledged: 0 means all work is done
-    (tasks acknowledge late, after they ran and queued any follow-up)."""
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
-         "messages_ready", "messages_unacknowledged"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout
+    (tasks acknowledge late, after they ran and queued any follow-up). `ctl` runs
+    rabbitmqctl against another node (the fault tests' private one)."""
+    out = ctl("-q", "list_queues", "-p", vhost, "--no-table-headers", "messages_ready",
+              "messages_unacknowledged")
     return sum(int(n) for line in out.splitlines() for n in line.split())
 
 
-def wait_until_idle(vhost: str, timeout: float = 60.0) -> None:
+def wait_until_idle(vhost: str, timeout: float = 60.0,
+                    ctl: Callable[..., str] = rabbitmqctl) -> None:
     """Wait until the broker holds no message of `vhost`, twice in a row."""
-    wait_for(lambda: broker_messages(vhost) == 0 and broker_messages(vhost) == 0,
+    wait_for(lambda: broker_messages(vhost, ctl) == 0 and broker_messages(vhost, ctl) == 0,
              timeout=timeout, interval=0.2, message=f"queues of {vhost} to drain")

@@ -5,7 +5,7 @@ the server has a certificate for 127.0.0.1 from a throwaway CA (trustme), and cl
 trust it through REQUESTS_CA_BUNDLE. Answers follow the real response shape
 (`message-count`, `messages[]` with `status`, `message-id`, `message-price`,
 `remaining-balance`, `network`, `client-ref`), one entry per billed part, and can be told
-to answer throttled (status 1), other statuses, HTTP errors or slowly.
+to answer throttled (status 1), other statuses, HTTP errors, slowly, or not at all.
 
 Run alone: `python -m tests.fake_vonage --port 8443 --ca-out /tmp/fake-ca.pem`.
 """
@@ -49,12 +49,19 @@ class SentSms:
 
 @dataclass
 class Behaviour:
-    """One scripted answer: a Vonage status (HTTP 200), an HTTP error code, and/or a delay."""
+    """One scripted answer: a Vonage status (HTTP 200), an HTTP error code, and/or a delay.
+
+    `drop`: after the delay, close the connection without an answer, having sent the SMS
+    (`"sent"`: the answer is lost on the way back) or not (`"unsent"`: the provider hangs
+    up, or hangs past the client's time-out). A delay alone longer than the client's
+    time-out is another case: the client gives up, the SMS still goes.
+    """
 
     status: str = "0"
     http_status: int = 200
     delay: float = 0.0
     failed_parts: int = 0  # of a multipart send, the last N parts are refused (status 5)
+    drop: str = ""  # "", "sent" or "unsent"
 
 
 @dataclass
@@ -65,6 +72,8 @@ class FakeVonage:
     balance: Decimal = Decimal("1000")
     sent: list[SentSms] = field(default_factory=list)
     requests: int = 0
+    # The answer when nothing is scripted (e.g. every send slow, for the crash tests).
+    default: Behaviour = field(default_factory=Behaviour)
     _script: deque[Behaviour] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: threading.Condition = field(default_factory=threading.Condition)
@@ -85,6 +94,13 @@ class FakeVonage:
             self.sent.clear()
             self._script.clear()
             self.requests = 0
+            self.default = Behaviour()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered now (a scripted delay may still end in a sent SMS)."""
+        with self._idle:
+            return self._in_flight
 
     def sent_to(self, number: str) -> list[SentSms]:
         with self._lock:
@@ -96,7 +112,9 @@ class FakeVonage:
             return sum((sms.price for sms in self.sent), Decimal(0))
 
     # --- protocol ----------------------------------------------------------------------
-    def handle(self, auth_header: str | None, form: dict[str, str]) -> tuple[int, dict]:
+    def handle(self, auth_header: str | None,
+               form: dict[str, str]) -> tuple[int, dict] | None:
+        """The HTTP status and JSON answer; None: hang up without answering."""
         with self._idle:
             self._in_flight += 1
         try:
@@ -106,12 +124,15 @@ class FakeVonage:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _answer(self, auth_header: str | None, form: dict[str, str]) -> tuple[int, dict]:
+    def _answer(self, auth_header: str | None,
+                form: dict[str, str]) -> tuple[int, dict] | None:
         with self._lock:
             self.requests += 1
-            behaviour = self._script.popleft() if self._script else Behaviour()
+            behaviour = self._script.popleft() if self._script else self.default
         if behaviour.delay:
             time.sleep(behaviour.delay)
+        if behaviour.drop == "unsent":
+            return None
         if behaviour.http_status != 200:
             return behaviour.http_status, {"type": "error", "title": "scripted failure"}
         if not self._authorised(auth_header, form):
@@ -141,6 +162,8 @@ class FakeVonage:
             messages.append(entry)
         for _ in range(behaviour.failed_parts):
             messages.append({"status": "5", "error-text": "scripted part failure"})
+        if behaviour.drop == "sent":
+            return None
         return 200, {"message-count": str(len(messages)), "messages": messages}
 
     def _authorised(self, auth_header: str | None, form: dict[str, str]) -> bool:
@@ -174,8 +197,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode()
         form = {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
-        code, payload = self.fake.handle(self.headers.get("Authorization"), form)
-        self._answer(code, payload)
+        answer = self.fake.handle(self.headers.get("Authorization"), form)
+        if answer is None:
+            self.close_connection = True  # hang up: no status line, nothing sent
+            return
+        self._answer(*answer)
 
     def _answer(self, code: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

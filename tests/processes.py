@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -66,6 +67,17 @@ class Process:
             self.popen.stdout.close()
 
 
-def procfile_process(name: str, env: dict[str, str], log_dir: Path) -> Process:
-    """Run the Procfile's own command line for `name` under bash, as a platform would."""
-    return Process(name, ["bash", "-c", procfile_commands()[name]], env, log_dir)
+def procfile_process(name: str, env: dict[str, str], log_dir: Path,
+                     label: str | None = None) -> Process:
+    """Run the Procfile's own command line for `name` under bash, as a platform would.
+
+    `label` names the log file when one process type is started more than once (restarts).
+    """
+    return Process(label or name, ["bash", "-c", procfile_commands()[name]], env, log_dir)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (tests never use fixed ports: runs share the host)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -51,6 +51,17 @@ def test_provider_answers_map_to_what_may_happen_next(vonage, fake_vonage, behav
     assert result.outcome == outcome, result
 
 
+@pytest.mark.parametrize("drop", ["sent", "unsent"])
+def test_connection_closed_before_the_answer_is_unknown_and_not_posted_again(
+        vonage, fake_vonage, drop):
+    """The SDK would re-POST on RemoteDisconnected: a second SMS when the first went out."""
+    fake_vonage.script(Behaviour(drop=drop))
+    result = vonage.send("33612345621", "33700000001", "Stop.", client_ref="1")
+    assert (result.outcome, result.reason) == ("unknown", "connection_lost")
+    assert fake_vonage.requests == 1
+    assert len(fake_vonage.sent) == (1 if drop == "sent" else 0)
+
+
 def test_partial_failure_keeps_the_parts_that_went_out(vonage, fake_vonage):
     fake_vonage.script(Behaviour(failed_parts=1))
     result = vonage.send("33612345621", "33700000001", "x" * 200, client_ref="1")
