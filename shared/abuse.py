@@ -42,7 +42,7 @@ class CampaignRules:
     raid_window_seconds: int = 300
     raid_min_new_senders: int = 30
     raid_ratio: float = 3.0
-    raid_same_text_senders: int = 5
+    raid_same_text_senders: int = 4
     prefix_cluster_senders: int = 10
     lexicon_points: int = 30
     suppress_score: int = 50

@@ -47,6 +47,7 @@ class Settings:
     lexicon_path: str | None = None
     retention_days: int = 90
     evidence_retention_days: int = 365
+    rabbitmq_management_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -73,6 +74,7 @@ class Settings:
             evidence_key=get("RELOUS_EVIDENCE_KEY") or "",
             signature_max_age=_int(env, "RELOUS_SIGNATURE_MAX_AGE", 259200, minimum=1),
             metrics_token=get("METRICS_TOKEN"),
+            rabbitmq_management_url=get("RABBITMQ_MANAGEMENT_URL"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             sms_rate_per_second=_int(env, "SMS_RATE_PER_SECOND", 30, minimum=1),
             lexicon_path=get("RELOUS_LEXICON_PATH"),
@@ -101,6 +103,9 @@ class Settings:
             raise ConfigError(
                 f"VONAGE_SIGNATURE_METHOD must be one of {', '.join(SIGNATURE_METHODS)}"
             )
+        if self.rabbitmq_management_url and not re.match(r"^https?://",
+                                                         self.rabbitmq_management_url):
+            raise ConfigError("RABBITMQ_MANAGEMENT_URL must start with http:// or https://")
         if self.lexicon_path and not Path(self.lexicon_path).is_file():
             raise ConfigError(f"RELOUS_LEXICON_PATH: no file at {self.lexicon_path}")
         if logging.getLevelName(self.log_level) == f"Level {self.log_level}":

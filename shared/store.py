@@ -236,23 +236,80 @@ def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
 
 # --- inbound ------------------------------------------------------------------------------
 
+class _InboundBatch:
+    """What one transaction of inbound messages looks up once rather than per message: the
+    campaigns, the raid window's count of first-time senders (kept current as the batch
+    adds senders), and the business counters (written once, at the end)."""
+
+    def __init__(self, tx: Transaction, now: datetime) -> None:
+        self.tx = tx
+        self.now = now
+        self._campaigns: dict[str, Campaign | None] = {}
+        self._new_senders: dict[int, tuple[int, float]] = {}
+        self.counts: dict[tuple[str, str, str], int] = {}
+
+    def campaign(self, number: str) -> Campaign | None:
+        if number not in self._campaigns:
+            self._campaigns[number] = find_campaign(self.tx, number)
+        return self._campaigns[number]
+
+    def new_sender_rates(self, campaign: Campaign) -> tuple[int, float]:
+        """(first-time senders in the raid window, up to the raid threshold; usual number)."""
+        if campaign.id not in self._new_senders:
+            window = timedelta(seconds=campaign.rules.raid_window_seconds)
+            self._new_senders[campaign.id] = _new_sender_rates(self.tx, campaign, window,
+                                                               self.now)
+        return self._new_senders[campaign.id]
+
+    def first_contact(self, campaign_id: int) -> None:
+        """A sender new to the campaign was added after the raid count was read."""
+        if campaign_id in self._new_senders:
+            recent, baseline = self._new_senders[campaign_id]
+            self._new_senders[campaign_id] = (recent + 1, baseline)
+
+    def count(self, metric: str, campaign: str, label: str) -> None:
+        key = (metric, campaign, label)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+def record_inbound_batch(tx: Transaction, messages: list[InboundSms], secret_key: str,
+                         now: datetime, lexicon: tuple[str, ...] = (),
+                         evidence_key: str = "") -> list[InboundOutcome]:
+    """Deduplicate, reassemble, record, score and decide inbound SMS in one transaction;
+    the outcomes are in the order of `messages`.
+
+    Messages are handled in the order of their campaign and sender (a sender's own
+    messages keep their order), so that concurrent batches take sender locks in one order
+    and cannot deadlock each other. With `evidence_key`, the number of a sender flagged
+    abusive is kept, encrypted, for `relous evidence export`.
+    """
+    batch = _InboundBatch(tx, now)
+    senders = [pseudonym(sms.msisdn, secret_key) for sms in messages]
+    order = sorted(range(len(messages)), key=lambda i: (messages[i].to, senders[i]))
+    outcomes: dict[int, InboundOutcome] = {}
+    for index in order:
+        sms = messages[index]
+        outcome = _record_inbound(batch, sms, senders[index], secret_key, lexicon,
+                                  evidence_key)
+        if outcome.verdict != "partial":  # a concatenated SMS counts once, when complete
+            batch.count(INBOUND, outcome.campaign or sms.to, outcome.verdict)
+        outcomes[index] = outcome
+    for (metric, campaign, label), amount in sorted(batch.counts.items()):
+        count(tx, metric, campaign, label, amount)
+    return [outcomes[index] for index in range(len(messages))]
+
+
 def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
                    lexicon: tuple[str, ...] = (), evidence_key: str = "") -> InboundOutcome:
-    """Deduplicate, reassemble, record, score and decide one inbound SMS (one transaction).
-
-    With `evidence_key`, the number of a sender flagged abusive is kept, encrypted, for
-    `relous evidence export`.
-    """
-    outcome = _record_inbound(tx, sms, secret_key, now, lexicon, evidence_key)
-    if outcome.verdict != "partial":  # a concatenated SMS counts once, when complete
-        count(tx, INBOUND, outcome.campaign or sms.to, outcome.verdict)
+    """One inbound SMS: `record_inbound_batch` of one."""
+    [outcome] = record_inbound_batch(tx, [sms], secret_key, now, lexicon, evidence_key)
     return outcome
 
 
-def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
+def _record_inbound(batch: _InboundBatch, sms: InboundSms, sender: str, secret_key: str,
                     lexicon: tuple[str, ...], evidence_key: str) -> InboundOutcome:
-    campaign = find_campaign(tx, sms.to)
-    sender = pseudonym(sms.msisdn, secret_key)
+    tx, now = batch.tx, batch.now
+    campaign = batch.campaign(sms.to)
     if campaign is None:
         inbound_id = _insert_inbound(tx, sms.message_id, None, sms, sender, sms.text,
                                      now, "unroutable", "no campaign answers on this number")
@@ -264,7 +321,7 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
                                      now, "pending", "")
         if inbound_id is None:
             return InboundOutcome("duplicate", campaign.number)
-        state = _lock_sender(tx, campaign.id, sender, prefix_group, now)
+        state = _lock_sender(batch, campaign.id, sender, prefix_group)
         text = sms.text
     else:
         inserted = tx.execute(
@@ -280,7 +337,7 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
         if not inserted:
             return InboundOutcome("duplicate", campaign.number)
         # The sender's row lock serialises its parts: the last part to commit sees them all.
-        state = _lock_sender(tx, campaign.id, sender, prefix_group, now)
+        state = _lock_sender(batch, campaign.id, sender, prefix_group)
         assembled = _assemble(tx, campaign.id, sender, sms, now)
         if assembled is None:
             return InboundOutcome("partial", campaign.number)
@@ -288,14 +345,14 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
 
     rules = campaign.rules
     text_key = fingerprint(text)
-    listed = _listed(tx, sender)
+    listed = state["listed"]
     blocked = state["blocked_until"] is not None and state["blocked_until"] > now
     if listed or blocked:
         sender_stats = SenderStats(0, 0, 0, 0, False, blocked=blocked, listed=listed)
         campaign_stats = CampaignStats(0, 0.0, 0, 0, campaign.storm_mode)
     else:
         sender_stats = _sender_stats(tx, campaign.id, sender, text_key, state, now)
-        campaign_stats = _campaign_stats(tx, campaign, text_key, prefix_group, now)
+        campaign_stats = _campaign_stats(batch, campaign, text_key, prefix_group)
     verdict = score_message(rules, sender_stats, campaign_stats, lexicon_hits(text, lexicon))
     reasons = list(verdict.reasons)
     decision = None
@@ -314,9 +371,9 @@ def _record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: date
     final = decision.verdict if decision else verdict.verdict
     tx.execute(
         "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s,"
-        " score = %(score)s, fingerprint = %(fingerprint)s WHERE id = %(id)s",
+        " score = %(score)s WHERE id = %(id)s",
         {"verdict": final, "reasons": "; ".join(reasons), "score": verdict.score,
-         "fingerprint": text_key, "id": inbound_id},
+         "id": inbound_id},
     )
     if decision is None or decision.verdict != "reply":
         return InboundOutcome(final, campaign.number)
@@ -398,29 +455,33 @@ def _insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None, sm
     return row["id"] if row else None
 
 
-def _lock_sender(tx: Transaction, campaign_id: int, sender: str, prefix_group: str,
-                 now: datetime) -> dict[str, Any]:
-    """Create or touch the sender's row, holding its lock until commit; return its state."""
-    return tx.execute(
+def _lock_sender(batch: _InboundBatch, campaign_id: int, sender: str,
+                 prefix_group: str) -> dict[str, Any]:
+    """Create or touch the sender's row, holding its lock until commit; return its state,
+    with `message_count` (1: its first message to the campaign) and the operators' list
+    (`listed`: "allow", "block" or None)."""
+    state = batch.tx.execute(
         "INSERT INTO senders (campaign_id, sender, first_seen_at, last_seen_at, message_count,"
         " prefix_group)"
         " VALUES (%(campaign)s, %(sender)s, %(now)s, %(now)s, 1, %(prefix)s)"
         " ON CONFLICT (campaign_id, sender) DO UPDATE SET"
         " last_seen_at = excluded.last_seen_at,"
         " message_count = senders.message_count + 1"
-        " RETURNING reply_window_ends_at, blocked_until, first_seen_at",
-        {"campaign": campaign_id, "sender": sender, "now": now, "prefix": prefix_group},
+        " RETURNING reply_window_ends_at, blocked_until, message_count,"
+        " (SELECT list FROM sender_lists WHERE sender_lists.sender = %(sender)s) AS listed",
+        {"campaign": campaign_id, "sender": sender, "now": batch.now, "prefix": prefix_group},
     ).fetchone()
-
-
-def _listed(tx: Transaction, sender: str) -> str | None:
-    row = tx.execute("SELECT list FROM sender_lists WHERE sender = %(sender)s",
-                     {"sender": sender}).fetchone()
-    return row["list"] if row else None
+    if state["message_count"] == 1:
+        batch.first_contact(campaign_id)
+    return state
 
 
 def _sender_stats(tx: Transaction, campaign_id: int, sender: str, text_key: str,
                   state: dict[str, Any], now: datetime) -> SenderStats:
+    """The sender's counts, the message being judged included (it is already inserted,
+    with its fingerprint)."""
+    if state["message_count"] == 1:  # its first message: nothing else to count
+        return SenderStats(1, 1, 1, 1 if text_key else 0, first_contact=True)
     row = tx.execute(
         "SELECT"
         " SUM(CASE WHEN received_at > %(minute)s THEN 1 ELSE 0 END) AS per_minute,"
@@ -433,19 +494,16 @@ def _sender_stats(tx: Transaction, campaign_id: int, sender: str, text_key: str,
          "day": now - timedelta(days=1), "key": text_key, "campaign": campaign_id,
          "sender": sender},
     ).fetchone()
-    first_contact = state["first_seen_at"] == now
-    # The message being judged is counted (it was inserted in this transaction); its
-    # fingerprint is written with the verdict, so it is added here.
     return SenderStats(int(row["per_minute"] or 0), int(row["per_hour"] or 0),
-                       int(row["per_day"] or 0),
-                       int(row["same"] or 0) + (1 if text_key else 0), first_contact)
+                       int(row["per_day"] or 0), int(row["same"] or 0), first_contact=False)
 
 
-def _campaign_stats(tx: Transaction, campaign: Campaign, text_key: str, prefix_group: str,
-                    now: datetime) -> CampaignStats:
-    rules = campaign.rules
+def _campaign_stats(batch: _InboundBatch, campaign: Campaign, text_key: str,
+                    prefix_group: str) -> CampaignStats:
+    """The raid signals; both counts include the message being judged and its sender."""
+    tx, now, rules = batch.tx, batch.now, campaign.rules
     window = timedelta(seconds=rules.raid_window_seconds)
-    recent, baseline = _new_sender_rates(tx, campaign, window, now)
+    recent, baseline = batch.new_sender_rates(campaign)
     stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
     if not raid_in_progress(rules, stats):
         return stats
@@ -465,8 +523,7 @@ def _campaign_stats(tx: Transaction, campaign: Campaign, text_key: str, prefix_g
         {"campaign": campaign.id, "prefix": prefix_group, "since": now - window,
          "enough": rules.prefix_cluster_senders},
     ).fetchone()["n"]
-    return CampaignStats(recent, baseline, int(same) + (1 if text_key else 0), int(prefix),
-                         campaign.storm_mode)
+    return CampaignStats(recent, baseline, int(same), int(prefix), campaign.storm_mode)
 
 
 # The usual rate of new senders (per raid window, over the last day) changes slowly:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 import pytest
@@ -10,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest import create_app
 from shared.metrics import CATALOGUE
 from shared.settings import Settings
-from tests.conftest import VHOSTS, wait_for, wait_until_idle
+from tests.conftest import VHOSTS, broker_url, wait_for, wait_until_idle
 from tests.helpers import inbound, sign
 
 VHOST = VHOSTS["test"]
@@ -100,3 +101,37 @@ def test_metrics_need_the_bearer_token_when_one_is_set(worker):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert scrape(client, Authorization="Bearer s3cret")
+
+
+MANAGEMENT_URL = os.environ.get("RELOUS_TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
+
+
+def test_queue_depth_counts_the_messages_workers_hold_unacknowledged(db):
+    """Workers hold up to a batch of unacknowledged messages each: with the management
+    API the gauge counts them (ready + unacknowledged); a queue declare sees ready only."""
+    from kombu import Connection
+
+    vhost = VHOSTS["idle"]
+    base = Settings.from_env().with_overrides(broker_url=broker_url(vhost))
+    with_api = base.with_overrides(rabbitmq_management_url=MANAGEMENT_URL)
+    client = create_app(with_api, configure_logs=False).test_client()
+    declare_only = create_app(base, configure_logs=False).test_client()
+    for _ in range(3):
+        assert client.post("/webhooks/inbound", data=sign(inbound())).status_code == 200
+    held = []
+    with Connection(broker_url(vhost)) as conn:
+        queue = conn.SimpleQueue("relous.inbound")
+        queue.consumer.qos(prefetch_count=2)
+        held = [queue.get(timeout=10), queue.get(timeout=10)]  # received, not acknowledged
+
+        def depth(app_client) -> float:
+            return sample(scrape(app_client), "relous_queue_depth_messages",
+                          queue="relous.inbound")
+
+        # The management API's figures are sampled every few seconds.
+        wait_for(lambda: depth(client) == 3, timeout=30, interval=0.5,
+                 message="ready + unacknowledged = 3")
+        assert depth(declare_only) == 1
+        for message in held:
+            message.requeue()
+        queue.close()

@@ -164,6 +164,80 @@ def test_server_error_is_retried(db, campaign, fake_vonage, post):
     assert fake_vonage.sent == []
 
 
+def test_a_batch_the_database_refused_goes_back_to_the_queue(db, campaign, fake_vonage, post,
+                                                            monkeypatch):
+    """The database fails once (a restart, a deadlock): the batch's messages are not
+    acknowledged but requeued, and recorded once on redelivery."""
+    import psycopg
+
+    campaign()
+    real, failures = tasks._record_inbound, []
+
+    def fails_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "_record_inbound", fails_once)
+    post(inbound(msisdn="33612345621", message_id="REFUSED"))
+    wait_for(lambda: fake_vonage.sent, message="the requeued message answered")
+    wait_until_idle(VHOST)
+    assert failures == [1]
+    assert [row["dedup_key"] for row in db.execute(
+        "SELECT dedup_key FROM inbound_messages").fetchall()] == ["REFUSED"]
+    assert len(fake_vonage.sent) == 1
+
+
+def test_a_message_that_breaks_its_batch_does_not_take_the_others_down(db, campaign,
+                                                                        monkeypatch):
+    """A message the code cannot record (a bug, not the database) fails its batch: the
+    others are then recorded one by one, and only the culprit is dropped (and logged)."""
+    campaign()
+    real = tasks._record_inbound
+
+    def breaks_on_poison(settings, messages, now):
+        if any(sms.message_id == "POISON" for sms in messages):
+            raise ValueError("a bug")
+        return real(settings, messages, now)
+
+    monkeypatch.setattr(tasks, "_record_inbound", breaks_on_poison)
+    requests = [_request(inbound(msisdn=f"3361234560{n}", message_id=f"OK{n}")) for n in
+                range(3)]
+    requests.insert(1, _request(inbound(message_id="POISON")))
+    requests.append(_request({"unexpected": "payload"}))
+    statuses = tasks.process_inbound(requests)
+    assert statuses == [tasks.DONE] * 5, "nothing is requeued forever"
+    assert sorted(row["dedup_key"] for row in db.execute(
+        "SELECT dedup_key FROM inbound_messages").fetchall()) == ["OK0", "OK1", "OK2"]
+
+
+def test_one_batch_judges_each_sender_as_its_own_transactions_would(db, campaign):
+    """A batch with repeats and several senders gives the verdicts one message at a time
+    would: one reply per sender, the repeats within the window suppressed."""
+    campaign()
+    requests = [_request(inbound(msisdn=f"3361111111{n % 3}", message_id=f"B{n}",
+                                 text=f"Message numero {n}")) for n in range(9)]
+    assert tasks.process_inbound(requests) == [tasks.DONE] * 9
+    rows = db.execute("SELECT dedup_key, verdict FROM inbound_messages").fetchall()
+    verdicts = {row["dedup_key"]: row["verdict"] for row in rows}
+    assert [verdicts[f"B{n}"] for n in range(9)] == ["reply"] * 3 + ["suppress"] * 6
+    assert db.execute("SELECT count(*) AS n FROM replies").fetchone()["n"] == 3
+
+
+def _request(params: dict[str, str]):
+    """A batch item as celery-batches hands it to the task."""
+    from celery_batches import SimpleRequest
+
+    from shared.webhooks import parse_inbound
+
+    payload = parse_inbound(params).to_payload() if "msisdn" in params else params
+    return SimpleRequest(id=params.get("messageId", "x"), name="relous.process_inbound",
+                         args=(payload,), kwargs={}, delivery_info={}, hostname="test",
+                         ignore_result=True, reply_to=None, correlation_id=None,
+                         request_dict={})
+
+
 def _record_and_claim(message_id: str, now: datetime):
     """Record one inbound message and claim its reply, as a worker would, in-process."""
     from shared.webhooks import parse_inbound

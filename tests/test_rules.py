@@ -93,6 +93,8 @@ def test_settings_fail_fast_naming_the_variable():
         Settings.from_env({"PORT": "eighty"}, require_keys=False)
     with pytest.raises(ConfigError, match="RELOUS_EVIDENCE_KEY"):
         Settings.from_env({"RELOUS_SECRET_KEY": "x" * 32, "RELOUS_EVIDENCE_KEY": "short"})
+    with pytest.raises(ConfigError, match="RABBITMQ_MANAGEMENT_URL"):
+        Settings.from_env({"RABBITMQ_MANAGEMENT_URL": "127.0.0.1:15672"}, require_keys=False)
 
 
 def test_settings_defaults_match_the_contract():

@@ -19,6 +19,8 @@ REPLIES_QUEUE = "relous.replies"
 FLUSH_INTERVAL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 60.0
 STORM_INTERVAL_SECONDS = 15.0
+# Inbound messages recorded per database transaction, at most.
+INBOUND_BATCH = 100
 
 
 def celery_config(settings: Settings) -> dict:
@@ -51,9 +53,10 @@ def celery_config(settings: Settings) -> dict:
         # A message is acknowledged after its task ran, and given back if the worker dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # One message in hand per process: a slow provider call must not hoard messages
-        # that an idle process could take, and a crash returns at most one.
-        "worker_prefetch_multiplier": 1,
+        # Inbound messages are recorded a batch per transaction (workers/tasks.py): each
+        # process may hold one batch of unacknowledged messages, so that its next batch
+        # fills while it works. A crash gives them back, to be deduplicated on redelivery.
+        "worker_prefetch_multiplier": INBOUND_BATCH,
         "task_publish_retry": True,
         # Short: the web answers Vonage within its 15 s timeout (503 lets Vonage retry).
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2,

@@ -7,9 +7,18 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from celery.worker.request import Request
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 
 from shared import store
 from shared.abuse import load_lexicon
@@ -18,7 +27,7 @@ from shared.providers import SendResult, SmsProvider, build_provider
 from shared.replies import MAX_SEND_ATTEMPTS, retry_delay
 from shared.settings import Settings
 from shared.webhooks import DeliveryReceipt, InboundSms
-from workers.app import app
+from workers.app import INBOUND_BATCH, app
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,12 @@ SEND_TASK_SECONDS = 20.0
 # Replies claimed per round: about a second of sending at the default account rate.
 SEND_BATCH = 30
 RATE_BUCKET = "sms-provider"
+# How long a partial batch of inbound messages (INBOUND_BATCH at most) waits for more.
+INBOUND_FLUSH_SECONDS = 0.1
+DONE, RETRY = "done", "retry"
+# The database was down, restarting, or a deadlock victim: worth another try later.
+TRANSIENT_DATABASE_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout,
+                             sqlite3.OperationalError)
 
 
 @cache
@@ -49,22 +64,94 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@app.task(name="relous.process_inbound")
-def process_inbound(payload: dict) -> dict:
-    """Deduplicate, reassemble, record, score and decide one inbound SMS."""
+class InboundBatches(Batches):
+    """celery-batches' buffering (up to INBOUND_BATCH messages, or what arrived within
+    INBOUND_FLUSH_SECONDS, per call), with acknowledgements that keep the pipeline's
+    promise: a message is acknowledged only once its batch has committed; it goes back to
+    the queue when the database could not be used or the process running the batch died.
+    """
+
+    def flush(self, requests: Collection[Request]) -> Any:
+        requests = list(requests)
+        batch = ([SimpleRequest.from_request(request) for request in requests],)
+
+        def settle(statuses: object) -> None:
+            if not isinstance(statuses, list) or len(statuses) != len(requests):
+                statuses = [RETRY] * len(requests)  # the batch itself failed unexpectedly
+            for request, status in zip(requests, statuses, strict=True):
+                if status == RETRY:
+                    request.reject(requeue=True)
+                else:
+                    request.acknowledge()
+
+        def process_lost(_error: object) -> None:
+            for request in requests:
+                request.reject(requeue=True)
+
+        return self._pool.apply_async(apply_batches_task, (self, batch, 0, None),
+                                      callback=settle, error_callback=process_lost)
+
+
+@app.task(name="relous.process_inbound", base=InboundBatches, flush_every=INBOUND_BATCH,
+          flush_interval=INBOUND_FLUSH_SECONDS)
+def process_inbound(requests: list[SimpleRequest]) -> list[str]:
+    """Deduplicate, reassemble, record, score and decide inbound SMS, one transaction per
+    batch. Returns, per request, DONE or RETRY (the database could not be used: the
+    message goes back to the queue)."""
     settings = _settings()
-    sms = InboundSms(**payload)
+    statuses = [DONE] * len(requests)
+    messages: dict[int, InboundSms] = {}
+    for index, request in enumerate(requests):
+        try:
+            messages[index] = InboundSms(**request.args[0])
+        except (TypeError, IndexError, KeyError) as error:
+            log.error("inbound task %s: unreadable payload (%s), dropped", request.id,
+                      type(error).__name__)
+    indices = list(messages)
     now = _now()
+    try:
+        outcomes = _record_inbound(settings, [messages[i] for i in indices], now)
+    except TRANSIENT_DATABASE_ERRORS as error:
+        log.warning("inbound batch of %s back to the queue: database unavailable (%s)",
+                    len(indices), type(error).__name__)
+        return [RETRY] * len(requests)
+    except Exception:
+        log.exception("inbound batch of %s failed; recording its messages one by one",
+                      len(indices))
+        outcomes = []
+        for index in list(indices):
+            try:
+                outcomes.extend(_record_inbound(settings, [messages[index]], now))
+            except TRANSIENT_DATABASE_ERRORS:
+                statuses[index] = RETRY
+                indices.remove(index)
+            except Exception:
+                # A message this code cannot record would block the queue if requeued.
+                log.exception("inbound message %s could not be recorded, dropped",
+                              messages[index].message_id)
+                indices.remove(index)
+    verdicts: dict[str, int] = {}
+    due_campaigns = set()
+    for index, outcome in zip(indices, outcomes, strict=True):
+        verdicts[outcome.verdict] = verdicts.get(outcome.verdict, 0) + 1
+        log.debug("inbound %s campaign=%s verdict=%s reply=%s", requests[index].id,
+                  outcome.campaign, outcome.verdict, outcome.reply_id)
+        if outcome.campaign_id is not None and outcome.due_at is not None \
+                and outcome.due_at <= now:
+            due_campaigns.add(outcome.campaign_id)
+    log.info("relous.process_inbound: %s messages recorded, verdicts %s", len(indices),
+             verdicts)
+    for campaign_id in sorted(due_campaigns):
+        _hand_over(campaign_id)
+    return statuses
+
+
+def _record_inbound(settings: Settings, messages: list[InboundSms],
+                    now: datetime) -> list[store.InboundOutcome]:
     with database(settings.database_url).transaction() as tx:
-        outcome = store.record_inbound(tx, sms, settings.secret_key, now,
-                                       load_lexicon(settings.lexicon_path),
-                                       settings.evidence_key)
-    log.info("inbound campaign=%s verdict=%s reply=%s", outcome.campaign, outcome.verdict,
-             outcome.reply_id)
-    if outcome.campaign_id is not None and outcome.due_at is not None and outcome.due_at <= now:
-        _hand_over(outcome.campaign_id)
-    return {"verdict": outcome.verdict, "campaign": outcome.campaign,
-            "reply_id": outcome.reply_id}
+        return store.record_inbound_batch(tx, messages, settings.secret_key, now,
+                                          load_lexicon(settings.lexicon_path),
+                                          settings.evidence_key)
 
 
 @app.task(name="relous.send_due_replies")
