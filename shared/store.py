@@ -419,7 +419,8 @@ def purge(tx: Transaction, now: datetime, retention: timedelta,
     evidence = tx.execute("DELETE FROM evidence WHERE flagged_at < %(cutoff)s",
                           {"cutoff": evidence_cutoff}).rowcount
     texts = tx.execute(
-        "UPDATE inbound_messages SET text = '' WHERE received_at < %(cutoff)s AND text <> ''"
+        "UPDATE inbound_messages SET text = '', keyword = '', fingerprint = ''"
+        " WHERE received_at < %(cutoff)s AND (text <> '' OR keyword <> '' OR fingerprint <> '')"
         " AND NOT EXISTS (SELECT 1 FROM evidence e WHERE e.campaign_id ="
         " inbound_messages.campaign_id AND e.sender = inbound_messages.sender)",
         {"cutoff": message_cutoff},
@@ -849,9 +850,11 @@ def _budget_state(row: dict[str, Any]) -> BudgetState:
                        Decimal(str(row["day_used"])), Decimal(str(row["total_used"])))
 
 
-def _settle(tx: Transaction, reply_id: int, actual: Decimal) -> None:
+def _settle(tx: Transaction, reply_id: int, actual: Decimal, *, extra: bool = False) -> None:
     """Replace a reply's reservation by what it actually cost (0 when nothing was sent).
 
+    With `extra`, `actual` is a cost learnt later (a part adopted from its receipt): it
+    replaces the reservation if the reply still holds one, else it adds to the spend.
     A period that has rolled over since the reservation is left alone: its counter
     already started again from zero.
     """
@@ -859,9 +862,9 @@ def _settle(tx: Transaction, reply_id: int, actual: Decimal) -> None:
         "SELECT campaign_id, reserved, reserved_hour, reserved_day FROM replies"
         " WHERE id = %(id)s", {"id": reply_id},
     ).fetchone()
-    if row is None or row["reserved"] is None:
+    if row is None or (row["reserved"] is None and not extra):
         return
-    delta = actual - Decimal(str(row["reserved"]))
+    delta = actual - Decimal(str(row["reserved"] or 0))
     tx.execute(
         "UPDATE budgets SET"
         " hour_used = CASE WHEN hour_start = %(hour)s THEN hour_used + %(delta)s"
@@ -980,13 +983,16 @@ def _reply_from_client_ref(tx: Transaction, receipt: DeliveryReceipt,
                      {"id": int(receipt.client_ref)}).fetchone()
     if row is None:
         return None
-    tx.execute(
+    price = Decimal(receipt.price) if receipt.price else None
+    adopted = tx.execute(
         "INSERT INTO reply_parts (provider_message_id, reply_id, price, updated_at)"
         " VALUES (%(message_id)s, %(reply)s, %(price)s, %(now)s)"
         " ON CONFLICT (provider_message_id) DO NOTHING",
-        {"message_id": receipt.message_id, "reply": row["id"],
-         "price": Decimal(receipt.price) if receipt.price else None, "now": now},
-    )
+        {"message_id": receipt.message_id, "reply": row["id"], "price": price, "now": now},
+    ).rowcount
+    if adopted and price:
+        # It was billed: its price is spend (an `unknown` reply still held its reservation).
+        _settle(tx, row["id"], price, extra=True)
     return row["id"]
 
 

@@ -5,6 +5,7 @@ conditional updates), so `acks_late` redeliveries change nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import sqlite3
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from celery.exceptions import Reject
 from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
@@ -70,6 +72,18 @@ class InboundBatches(Batches):
     promise: a message is acknowledged only once its batch has committed; it goes back to
     the queue when the database could not be used or the process running the batch died.
     """
+
+    def Strategy(self, task: Batches, app: Any, consumer: Any) -> Any:
+        """Called at each (re)connection to the broker. Messages buffered on a lost
+        connection cannot be acknowledged any more and RabbitMQ redelivers them, and the
+        consumer's timer was cleared with the flush timer in it (as Celery clears its own
+        queues in `Consumer.on_close`): start again from an empty buffer."""
+        for stale in (self._buffer, self._pending):
+            while not stale.empty():
+                stale.get_nowait()
+        self._tref = None
+        self._count = itertools.count(1)
+        return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
@@ -209,8 +223,14 @@ def _send_one(db: Database, settings: Settings, reply: store.ClaimedReply) -> st
 def apply_receipt(payload: dict) -> dict:
     """Fold one delivery receipt into its reply (status, error code, final price)."""
     receipt = DeliveryReceipt(**payload)
-    with database(_settings().database_url).transaction() as tx:
-        result = store.apply_receipt(tx, receipt, _now())
+    try:
+        with database(_settings().database_url).transaction() as tx:
+            result = store.apply_receipt(tx, receipt, _now())
+    except TRANSIENT_DATABASE_ERRORS as error:
+        # Acknowledging a failed task would lose the receipt: back to the queue.
+        log.warning("receipt %s back to the queue: database unavailable (%s)",
+                    receipt.message_id, type(error).__name__)
+        raise Reject(type(error).__name__, requeue=True) from error
     log.info("receipt %s status=%s -> %s", receipt.message_id, receipt.status, result)
     return {"message_id": receipt.message_id, "result": result}
 

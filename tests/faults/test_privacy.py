@@ -216,9 +216,4 @@ def test_purge_leaves_no_raw_number_nor_text_past_retention(run: Run):
     assert not [cell for cell in cells if cell[0] == "evidence"]
     left = {(table, column) for table, column, value, _ in cells
             for marker in run.markers if marker in value.lower()}
-    assert not left - {("inbound_messages", "keyword"), ("inbound_messages", "fingerprint")}
-    if left:
-        # Known product bug (SECURITY.md, "Known gaps"): shared/store.py's purge erases
-        # `text` but keeps `keyword` (the text's first word, from Vonage) and
-        # `fingerprint` (the normalised text, for the repetition rule).
-        pytest.xfail(f"purge leaves message text in {sorted(left)}")
+    assert not left, f"purge left message text in {sorted(left)}"

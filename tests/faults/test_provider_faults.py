@@ -119,13 +119,8 @@ def test_throttled_5xx_timeouts_and_hangs_send_nothing_twice(
     assert result.sms == int(CAP / Decimal("0.0333")) - result.statuses["unknown"]
     assert Decimal(recorded_spend) == result.spend, "recorded spend = what the fake charged"
     assert result.reserved >= result.spend, "the budget counted every SMS that went out"
-    metric = _spend_metric(running, number)
-    if metric != result.spend:
-        # Known product bug (SECURITY.md, "Known gaps"): the price a receipt brings for a
-        # reply that was `unknown` is stored on the reply but never counted as spend.
-        assert metric == Decimal(settled) and metric < result.spend
-        pytest.xfail(f"relous_spend_euros_total {metric} < {result.spend} charged: receipts "
-                     "of unknown sends are not counted as spend")
+    assert _spend_metric(running, number) == Decimal(settled) == result.spend, \
+        "a receipt's price for an `unknown` send is counted as spend"
 
 
 def _spend_metric(running: Stack, campaign: str) -> Decimal:

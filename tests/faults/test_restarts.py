@@ -115,12 +115,5 @@ def test_postgresql_restart_while_workers_are_busy(private_postgres, vhost, fake
     result.extra.update(restarts=RESTARTS, refused=len(refused), returned=returned,
                         unknown_after_crash=lost)
     result.report(capsys, "postgresql-restart", seed)
-    result.check(lost_allowed=True)
+    result.check()
     assert result.sms > 0
-    if result.missing:
-        # Known product bug (SECURITY.md, "Known gaps"): a task whose transaction fails
-        # on a dropped connection raises, and Celery acknowledges a failed task even
-        # with acks_late, so its message is gone. Fix in workers/: retry on
-        # psycopg.OperationalError / psycopg_pool.PoolTimeout instead of failing.
-        pytest.xfail(f"{result.missing} acknowledged webhook(s) lost across the restart: "
-                     "tasks failing on a dropped database connection are acknowledged")
