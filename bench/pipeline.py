@@ -35,14 +35,23 @@ def queued(vhost: str) -> int:
 
 
 def fill(env: dict[str, str], task: str, payloads: list) -> None:
-    """Pre-fill the queue (setup, not measured): no confirms, one connection."""
+    """Pre-fill the queue (setup, not measured): no confirms, one connection, so the
+    queue's count is checked afterwards (a run that lost some would never finish)."""
     os.environ.update(env)
     from workers.app import app
 
+    vhost = env["RELOUS_BENCH_VHOST"]
+    before = queued(vhost)
     app.conf.broker_transport_options = {}
     with app.connection_for_write() as conn, conn.Producer() as producer:
         for args in payloads:
             app.send_task(task, args=args, producer=producer, connection=conn)
+    deadline = time.monotonic() + 60
+    while queued(vhost) - before != len(payloads):
+        if time.monotonic() > deadline:
+            sys.exit(f"fill: {queued(vhost) - before} of {len(payloads)} messages queued; "
+                     "run again")
+        time.sleep(0.5)  # polling RabbitMQ's count at a fixed pace
 
 
 def drain(env: dict[str, str], folder: Path, name: str, done) -> float:

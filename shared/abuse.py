@@ -22,7 +22,7 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -51,6 +51,10 @@ class CampaignRules:
     storm_threshold_per_minute: int = 120
     storm_exit_ratio: float = 0.5
     reply_freshness_seconds: int = 6 * 3600
+
+    @property
+    def raid_window(self) -> timedelta:
+        return timedelta(seconds=self.raid_window_seconds)
 
     @classmethod
     def from_json(cls, raw: str | None) -> CampaignRules:
@@ -194,6 +198,4 @@ def load_lexicon(path: str | None = None) -> tuple[str, ...]:
 
 
 def block_until(rules: CampaignRules, now: datetime) -> datetime:
-    from datetime import timedelta
-
     return now + timedelta(seconds=rules.block_seconds)

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 # Fixed width, so that SQLite compares timestamps correctly as text.
 SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f+00:00"
 _PARAM = re.compile(r"%\((\w+)\)s")
-_ROW_LOCK = re.compile(r"\s+FOR UPDATE( OF \w+)?( SKIP LOCKED)?", re.IGNORECASE)
+_ROW_LOCK = re.compile(r"\s+FOR (NO KEY )?UPDATE( OF \w+)?( SKIP LOCKED)?", re.IGNORECASE)
 
 
 class Cursor(Protocol):

@@ -53,11 +53,10 @@ FAILED_RECEIPT_STATUSES = {"expired", "failed", "rejected", "undelivered"}
 
 @dataclass(frozen=True)
 class InboundOutcome:
-    """What happened to one inbound SMS; `reply_id` is set when a reply was scheduled."""
+    """What happened to one inbound SMS; `due_at` is set when a reply was scheduled."""
 
     verdict: str
     campaign: str | None
-    reply_id: int | None = None
     due_at: datetime | None = None
     campaign_id: int | None = None
 
@@ -237,39 +236,108 @@ def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
 # --- inbound ------------------------------------------------------------------------------
 
 class _InboundBatch:
-    """What one transaction of inbound messages looks up once rather than per message: the
-    campaigns, the raid window's count of first-time senders (kept current as the batch
-    adds senders), and the business counters (written once, at the end)."""
+    """What one transaction of inbound messages looks up once rather than per message (the
+    campaigns, the raid window's count of first-time senders, kept current as the batch
+    adds senders), and what it writes at the end in a few round trips rather than one
+    per message: verdicts, reply windows, replies and counters. Nothing the judging of a
+    later message reads is deferred, except the reply windows, which the batch keeps."""
 
     def __init__(self, tx: Transaction, now: datetime) -> None:
         self.tx = tx
         self.now = now
         self._campaigns: dict[str, Campaign | None] = {}
         self._new_senders: dict[int, tuple[int, float]] = {}
+        self._same_text: dict[tuple[int, str], set[str]] = {}
+        self._prefix_senders: dict[tuple[int, str], int] = {}
         self.counts: dict[tuple[str, str, str], int] = {}
+        self.verdicts: list[dict[str, Any]] = []
+        self.windows: dict[tuple[int, str], datetime] = {}
+        self.replies: list[dict[str, Any]] = []
 
     def campaign(self, number: str) -> Campaign | None:
+        """The campaign answering on `number`, its row locked until commit: batches of one
+        campaign are judged one after the other, each seeing all the senders and texts
+        before it, as the raid signals need (concurrent batches would each miss the
+        others' uncommitted messages)."""
         if number not in self._campaigns:
-            self._campaigns[number] = find_campaign(self.tx, number)
+            row = self.tx.execute(
+                f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE number = %(number)s"  # noqa: S608
+                " FOR NO KEY UPDATE",
+                {"number": number},
+            ).fetchone()
+            self._campaigns[number] = Campaign.from_row(row) if row else None
         return self._campaigns[number]
 
     def new_sender_rates(self, campaign: Campaign) -> tuple[int, float]:
         """(first-time senders in the raid window, up to the raid threshold; usual number)."""
         if campaign.id not in self._new_senders:
-            window = timedelta(seconds=campaign.rules.raid_window_seconds)
-            self._new_senders[campaign.id] = _new_sender_rates(self.tx, campaign, window,
-                                                               self.now)
+            self._new_senders[campaign.id] = _new_sender_rates(
+                self.tx, campaign, campaign.rules.raid_window, self.now)
         return self._new_senders[campaign.id]
 
-    def first_contact(self, campaign_id: int) -> None:
-        """A sender new to the campaign was added after the raid count was read."""
+    def first_contact(self, campaign_id: int, prefix_group: str) -> None:
+        """A sender new to the campaign was added: the counts read before it go up."""
         if campaign_id in self._new_senders:
             recent, baseline = self._new_senders[campaign_id]
             self._new_senders[campaign_id] = (recent + 1, baseline)
+        if (campaign_id, prefix_group) in self._prefix_senders:
+            self._prefix_senders[(campaign_id, prefix_group)] += 1
+
+    def same_text_senders(self, campaign: Campaign, text_key: str, sender: str) -> int:
+        """Distinct senders of this text in the raid window, this one included: read once
+        per text and batch (the latest SAME_TEXT_SAMPLE messages), then kept current."""
+        key = (campaign.id, text_key)
+        if key not in self._same_text:
+            self._same_text[key] = {row["sender"] for row in self.tx.execute(
+                "SELECT sender FROM inbound_messages WHERE campaign_id = %(campaign)s"
+                " AND fingerprint = %(key)s AND received_at > %(since)s"
+                " ORDER BY received_at DESC LIMIT %(rows)s",
+                {"campaign": campaign.id, "key": text_key,
+                 "since": self.now - campaign.rules.raid_window, "rows": SAME_TEXT_SAMPLE},
+            ).fetchall()}
+        self._same_text[key].add(sender)
+        return len(self._same_text[key])
+
+    def prefix_senders(self, campaign: Campaign, prefix_group: str) -> int:
+        """First-time senders of this number prefix in the raid window (counted up to
+        `prefix_cluster_senders`): read once per prefix and batch, then kept current."""
+        key = (campaign.id, prefix_group)
+        if key not in self._prefix_senders:
+            self._prefix_senders[key] = self.tx.execute(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM senders"
+                " WHERE campaign_id = %(campaign)s AND prefix_group = %(prefix)s"
+                " AND first_seen_at > %(since)s LIMIT %(enough)s) AS cluster",
+                {"campaign": campaign.id, "prefix": prefix_group,
+                 "since": self.now - campaign.rules.raid_window,
+                 "enough": campaign.rules.prefix_cluster_senders},
+            ).fetchone()["n"]
+        return self._prefix_senders[key]
 
     def count(self, metric: str, campaign: str, label: str) -> None:
         key = (metric, campaign, label)
         self.counts[key] = self.counts.get(key, 0) + 1
+
+    def write(self) -> None:
+        """Write what the batch deferred (executemany: one pipelined round trip each)."""
+        tx = self.tx
+        if self.verdicts:
+            tx.executemany(
+                "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s,"
+                " score = %(score)s WHERE id = %(id)s", self.verdicts)
+        if self.windows:
+            tx.executemany(
+                "UPDATE senders SET reply_window_ends_at = %(ends)s"
+                " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
+                [{"ends": ends, "campaign": campaign_id, "sender": sender}
+                 for (campaign_id, sender), ends in sorted(self.windows.items())])
+        if self.replies:
+            tx.executemany(
+                "INSERT INTO replies (campaign_id, sender, inbound_message_id, to_number,"
+                " text, due_at, expires_at, created_at, updated_at)"
+                " VALUES (%(campaign)s, %(sender)s, %(inbound)s, %(to)s, %(text)s, %(due)s,"
+                " %(expires)s, %(now)s, %(now)s)", self.replies)
+        for (metric, campaign, label), amount in sorted(self.counts.items()):
+            count(tx, metric, campaign, label, amount)
 
 
 def record_inbound_batch(tx: Transaction, messages: list[InboundSms], secret_key: str,
@@ -294,8 +362,7 @@ def record_inbound_batch(tx: Transaction, messages: list[InboundSms], secret_key
         if outcome.verdict != "partial":  # a concatenated SMS counts once, when complete
             batch.count(INBOUND, outcome.campaign or sms.to, outcome.verdict)
         outcomes[index] = outcome
-    for (metric, campaign, label), amount in sorted(batch.counts.items()):
-        count(tx, metric, campaign, label, amount)
+    batch.write()
     return [outcomes[index] for index in range(len(messages))]
 
 
@@ -345,6 +412,7 @@ def _record_inbound(batch: _InboundBatch, sms: InboundSms, sender: str, secret_k
 
     rules = campaign.rules
     text_key = fingerprint(text)
+    window_ends_at = batch.windows.get((campaign.id, sender), state["reply_window_ends_at"])
     listed = state["listed"]
     blocked = state["blocked_until"] is not None and state["blocked_until"] > now
     if listed or blocked:
@@ -352,7 +420,7 @@ def _record_inbound(batch: _InboundBatch, sms: InboundSms, sender: str, secret_k
         campaign_stats = CampaignStats(0, 0.0, 0, 0, campaign.storm_mode)
     else:
         sender_stats = _sender_stats(tx, campaign.id, sender, text_key, state, now)
-        campaign_stats = _campaign_stats(batch, campaign, text_key, prefix_group)
+        campaign_stats = _campaign_stats(batch, campaign, text_key, sender, prefix_group)
     verdict = score_message(rules, sender_stats, campaign_stats, lexicon_hits(text, lexicon))
     reasons = list(verdict.reasons)
     decision = None
@@ -366,18 +434,14 @@ def _record_inbound(batch: _InboundBatch, sms: InboundSms, sender: str, secret_k
             {"until": block_until(rules, now), "campaign": campaign.id, "sender": sender},
         )
     if verdict.verdict == REPLY:
-        decision = decide_reply(campaign, state["reply_window_ends_at"], now)
+        decision = decide_reply(campaign, window_ends_at, now)
         reasons.extend(decision.reasons)
     final = decision.verdict if decision else verdict.verdict
-    tx.execute(
-        "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s,"
-        " score = %(score)s WHERE id = %(id)s",
-        {"verdict": final, "reasons": "; ".join(reasons), "score": verdict.score,
-         "id": inbound_id},
-    )
+    batch.verdicts.append({"verdict": final, "reasons": "; ".join(reasons),
+                           "score": verdict.score, "id": inbound_id})
     if decision is None or decision.verdict != "reply":
         return InboundOutcome(final, campaign.number)
-    return _schedule_reply(tx, campaign, sender, sms.msisdn, inbound_id, decision, now)
+    return _schedule_reply(batch, campaign, sender, sms.msisdn, inbound_id, decision)
 
 
 def _keep_evidence(tx: Transaction, campaign_id: int, sender: str, msisdn: str,
@@ -473,7 +537,7 @@ def _lock_sender(batch: _InboundBatch, campaign_id: int, sender: str,
         {"campaign": campaign_id, "sender": sender, "now": batch.now, "prefix": prefix_group},
     ).fetchone()
     if state["message_count"] == 1:
-        batch.first_contact(campaign_id)
+        batch.first_contact(campaign_id, prefix_group)
     return state
 
 
@@ -499,32 +563,17 @@ def _sender_stats(tx: Transaction, campaign_id: int, sender: str, text_key: str,
                        int(row["per_day"] or 0), int(row["same"] or 0), first_contact=False)
 
 
-def _campaign_stats(batch: _InboundBatch, campaign: Campaign, text_key: str,
+def _campaign_stats(batch: _InboundBatch, campaign: Campaign, text_key: str, sender: str,
                     prefix_group: str) -> CampaignStats:
-    """The raid signals; both counts include the message being judged and its sender."""
-    tx, now, rules = batch.tx, batch.now, campaign.rules
-    window = timedelta(seconds=rules.raid_window_seconds)
+    """The raid signals; the counts include the message being judged and its sender."""
+    rules = campaign.rules
     recent, baseline = batch.new_sender_rates(campaign)
     stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
     if not raid_in_progress(rules, stats):
         return stats
-    # Only "at least N" matters, so both look at a bounded number of rows whatever the
-    # raid's size: distinct senders among the latest messages with this text.
-    same = tx.execute(
-        "SELECT COUNT(DISTINCT sender) AS n FROM (SELECT sender FROM inbound_messages"
-        " WHERE campaign_id = %(campaign)s AND fingerprint = %(key)s"
-        " AND received_at > %(since)s ORDER BY received_at DESC LIMIT %(rows)s) AS latest",
-        {"campaign": campaign.id, "key": text_key, "since": now - window,
-         "rows": SAME_TEXT_SAMPLE},
-    ).fetchone()["n"] if text_key else 0
-    prefix = tx.execute(
-        "SELECT COUNT(*) AS n FROM (SELECT 1 FROM senders WHERE campaign_id = %(campaign)s"
-        " AND prefix_group = %(prefix)s AND first_seen_at > %(since)s LIMIT %(enough)s)"
-        " AS cluster",
-        {"campaign": campaign.id, "prefix": prefix_group, "since": now - window,
-         "enough": rules.prefix_cluster_senders},
-    ).fetchone()["n"]
-    return CampaignStats(recent, baseline, int(same), int(prefix), campaign.storm_mode)
+    same = batch.same_text_senders(campaign, text_key, sender) if text_key else 0
+    return CampaignStats(recent, baseline, same, batch.prefix_senders(campaign, prefix_group),
+                         campaign.storm_mode)
 
 
 # The usual rate of new senders (per raid window, over the last day) changes slowly:
@@ -590,25 +639,16 @@ def _assemble(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
     return inbound_id, text
 
 
-def _schedule_reply(tx: Transaction, campaign: Campaign, sender: str, msisdn: str,
-                    inbound_id: int, decision: ReplyDecision, now: datetime) -> InboundOutcome:
-    tx.execute(
-        "UPDATE senders SET reply_window_ends_at = %(ends)s"
-        " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
-        {"ends": decision.window_ends_at, "campaign": campaign.id, "sender": sender},
-    )
-    assert decision.due_at is not None
+def _schedule_reply(batch: _InboundBatch, campaign: Campaign, sender: str, msisdn: str,
+                    inbound_id: int, decision: ReplyDecision) -> InboundOutcome:
+    """Open the sender's reply window and queue the reply (both written by the batch)."""
+    assert decision.due_at is not None and decision.window_ends_at is not None
+    batch.windows[(campaign.id, sender)] = decision.window_ends_at
     expires_at = decision.due_at + timedelta(seconds=campaign.rules.reply_freshness_seconds)
-    row = tx.execute(
-        "INSERT INTO replies (campaign_id, sender, inbound_message_id, to_number, text,"
-        " due_at, expires_at, created_at, updated_at)"
-        " VALUES (%(campaign)s, %(sender)s, %(inbound)s, %(to)s, %(text)s, %(due)s,"
-        " %(expires)s, %(now)s, %(now)s) RETURNING id",
-        {"campaign": campaign.id, "sender": sender, "inbound": inbound_id, "to": msisdn,
-         "text": campaign.reply_text, "due": decision.due_at, "expires": expires_at,
-         "now": now},
-    ).fetchone()
-    return InboundOutcome("reply", campaign.number, row["id"], decision.due_at, campaign.id)
+    batch.replies.append({"campaign": campaign.id, "sender": sender, "inbound": inbound_id,
+                          "to": msisdn, "text": campaign.reply_text, "due": decision.due_at,
+                          "expires": expires_at, "now": batch.now})
+    return InboundOutcome("reply", campaign.number, decision.due_at, campaign.id)
 
 
 def _provider_timestamp(value: str | None) -> datetime | None:

@@ -148,8 +148,8 @@ def process_inbound(requests: list[SimpleRequest]) -> list[str]:
     due_campaigns = set()
     for index, outcome in zip(indices, outcomes, strict=True):
         verdicts[outcome.verdict] = verdicts.get(outcome.verdict, 0) + 1
-        log.debug("inbound %s campaign=%s verdict=%s reply=%s", requests[index].id,
-                  outcome.campaign, outcome.verdict, outcome.reply_id)
+        log.debug("inbound %s campaign=%s verdict=%s", requests[index].id, outcome.campaign,
+                  outcome.verdict)
         if outcome.campaign_id is not None and outcome.due_at is not None \
                 and outcome.due_at <= now:
             due_campaigns.add(outcome.campaign_id)
