@@ -1,9 +1,9 @@
-"""Where the inbound path's time goes: `record_inbound` in one process, cProfile'd.
+"""Where the inbound path's time goes: `record_inbound_batch` in one process, cProfile'd.
 
-    .venv/bin/python bench/profile_inbound.py [--messages 4000]
+    .venv/bin/python bench/profile_inbound.py [--messages 4000] [--batch 100]
 
 Prints the rate per 1,000 messages (flat means nothing grows with the senders) and the
-top of the profile, sorted by cumulative time.
+top of the profile, sorted by cumulative time. `--batch 1` is a transaction per message.
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ from shared.webhooks import parse_inbound
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
     with scratch_stack() as env:
         database = Database(env["DATABASE_URL"], pool_size=1)
         lexicon, key = load_lexicon(), env["RELOUS_SECRET_KEY"]
 
         def run(count: int, offset: int) -> None:
-            for index in range(offset, offset + count):
-                params = {"msisdn": f"336{index:08d}", "to": "33700000001",
-                          "messageId": f"P{index}", "text": f"Salut Julie tu viens {index} ?",
-                          "type": "text"}
+            for first in range(offset, offset + count, args.batch):
+                messages = [parse_inbound({
+                    "msisdn": f"336{index:08d}", "to": "33700000001", "messageId": f"P{index}",
+                    "text": f"Salut Julie tu viens {index} ?", "type": "text"})
+                    for index in range(first, min(first + args.batch, offset + count))]
                 with database.transaction() as tx:
-                    store.record_inbound(tx, parse_inbound(params), key, datetime.now(UTC),
-                                         lexicon)
+                    store.record_inbound_batch(tx, messages, key, datetime.now(UTC), lexicon)
 
         for batch in range(args.messages // 1000):
             began = time.perf_counter()

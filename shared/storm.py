@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import requests
 
@@ -213,5 +214,6 @@ def chart(result: StormResult, path: str, title: str) -> None:
     more = money.get_legend_handles_labels()
     bottom.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left")
     figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
