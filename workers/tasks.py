@@ -128,7 +128,7 @@ def process_inbound(requests: list[SimpleRequest]) -> list[str]:
     except TRANSIENT_DATABASE_ERRORS as error:
         log.warning("inbound batch of %s back to the queue: database unavailable (%s)",
                     len(indices), type(error).__name__)
-        return [RETRY] * len(requests)
+        return [RETRY if index in messages else DONE for index in range(len(requests))]
     except Exception:
         log.exception("inbound batch of %s failed; recording its messages one by one",
                       len(indices))
