@@ -218,6 +218,12 @@ class Poster:
         with self._lock:
             return sum(200 <= code < 300 for _, code in self.answers)
 
+    def wait_acked(self, more: int, message: str) -> None:
+        """Wait until `more` further webhooks have been answered 2xx."""
+        target = self.acked + more
+        wait_for(lambda: self.acked >= target, timeout=120,
+                 message=f"{more} webhooks accepted {message}")
+
     def refused(self) -> list[dict[str, str]]:
         """Webhooks not answered 2xx (Vonage retries those)."""
         with self._lock:

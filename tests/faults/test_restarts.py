@@ -47,18 +47,14 @@ def test_rabbitmq_restart_during_ingest_load(private_rabbitmq, db, fake_vonage,
     outage_codes: set[int] = set()
     try:
         for _ in range(RESTARTS):
-            target = poster.acked + rng.randint(40, 120)
-            wait_for(lambda target=target: poster.acked >= target, timeout=120,
-                     message="webhooks accepted before the restart")
+            poster.wait_acked(rng.randint(40, 120), "before the restart")
             before = len(poster.refused())
             private_rabbitmq.stop()
             wait_for(lambda before=before: len(poster.refused()) >= before + 5, timeout=60,
                      message="webhooks refused while the broker is down")
             outage_codes |= {code for code in poster.codes() if not 200 <= code < 300}
             private_rabbitmq.start()
-            target = poster.acked + 20
-            wait_for(lambda target=target: poster.acked >= target, timeout=120,
-                     message="webhooks accepted after the restart")
+            poster.wait_acked(20, "after the restart")
     finally:
         poster.finish()
     refused = poster.refused()
@@ -91,18 +87,12 @@ def test_postgresql_restart_while_workers_are_busy(private_postgres, vhost, fake
                     rate=30).start()
     try:
         for restart in range(RESTARTS):
-            target = poster.acked + rng.randint(40, 120)
-            wait_for(lambda target=target: poster.acked >= target, timeout=120,
-                     message="webhooks accepted before the restart")
+            poster.wait_acked(rng.randint(40, 120), "before the restart")
             private_postgres.stop("fast")
             if restart:  # a longer outage: the web keeps accepting, the workers wait
-                target = poster.acked + rng.randint(10, 40)
-                wait_for(lambda target=target: poster.acked >= target, timeout=120,
-                         message="webhooks accepted while PostgreSQL is down")
+                poster.wait_acked(rng.randint(10, 40), "while PostgreSQL is down")
             private_postgres.start()
-            target = poster.acked + 20
-            wait_for(lambda target=target: poster.acked >= target, timeout=120,
-                     message="webhooks accepted after the restart")
+            poster.wait_acked(20, "after the restart")
     finally:
         poster.finish()
     refused = poster.refused()
