@@ -1,5 +1,5 @@
 """The ingest ceiling for bench/ingest.py: a bare Flask endpoint that only publishes the
-same payload with publisher confirms, through the same Celery app and gunicorn settings.
+same payload with publisher confirms, through the same publisher and gunicorn settings.
 
     gunicorn --config deploy/gunicorn.conf.py 'bench.bare_ingest:create_app()'
 """
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from ingest.publisher import CeleryPublisher
+from shared.broker import create_publisher
+from shared.settings import Settings
 
 
 def create_app() -> Flask:
-    from workers.app import app as celery
-
     app = Flask(__name__)
-    publisher = CeleryPublisher(celery)
+    publisher = create_publisher(Settings.from_env())
 
     @app.post("/webhooks/inbound")
     def inbound() -> tuple[str, int]:

@@ -1,7 +1,7 @@
 """Cost benchmark: what a scenario costs under anti-relous's rules, against the two 2017
 policies on the same traffic (reply to every message; reply to each sender's first 5).
 
-The scenario is fed to the real decision code (`shared.store.record_inbound`, the abuse
+The scenario is fed to the real decision code (`workers.inbound.judge_batch`, the abuse
 rules, storm mode) on a SQLite database with the scenario's own clock, so that rates are
 judged at their real pace (a time-compressed replay would make every sender look 1,000
 times faster). Each decided reply is priced at one segment.
@@ -21,12 +21,14 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from shared import store
-from shared.abuse import load_lexicon
-from shared.db import Database, upgrade
-from shared.phones import pseudonym
-from shared.scenarios import load_scenario, timeline
-from shared.webhooks import parse_inbound
+from shared.rules.abuse import load_lexicon
+from shared.rules.phones import pseudonym
+from shared.store.campaigns import add_campaign
+from shared.store.db import Database, upgrade
+from shared.vonage.webhooks import parse_inbound
+from workers.housekeeping import evaluate_storm_mode
+from workers.inbound import Keys, judge_batch
+from workers.replay.scenarios import load_scenario, timeline
 
 CAMPAIGN = "33700000001"
 KEY = "bench-secret-key-0123456789"
@@ -47,9 +49,9 @@ def main() -> None:
     database = Database(f"sqlite:///{Path(tempfile.mkdtemp()) / 'cost.db'}")
     upgrade(database)
     with database.transaction() as tx:
-        store.add_campaign(tx, CAMPAIGN, "Stop.", delay_seconds=0, window_seconds=30 * 86400,
-                           price_per_segment=price, allow_multipart=False, now=start)
-    lexicon, evidence_key = load_lexicon(), Fernet.generate_key().decode()
+        add_campaign(tx, CAMPAIGN, "Stop.", delay_seconds=0, window_seconds=30 * 86400,
+                     price_per_segment=price, allow_multipart=False, now=start)
+    lexicon, keys = load_lexicon(), Keys(KEY, Fernet.generate_key().decode())
     began = time.perf_counter()
     next_storm = start
     for first in range(0, len(webhooks), BATCH):
@@ -57,10 +59,9 @@ def main() -> None:
             for webhook in webhooks[first:first + BATCH]:
                 now = start + timedelta(seconds=webhook.at)
                 if now >= next_storm:
-                    store.evaluate_storm_mode(tx, now)
+                    evaluate_storm_mode(tx, now)
                     next_storm = now + STORM_EVERY
-                store.record_inbound(tx, parse_inbound(webhook.params), KEY, now, lexicon,
-                                     evidence_key)
+                judge_batch(tx, [parse_inbound(webhook.params)], keys, now, lexicon)
     elapsed = time.perf_counter() - began
 
     role_of = {pseudonym(w.params["msisdn"], KEY): w.role for w in webhooks}

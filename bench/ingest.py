@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def signed_body(secret: str) -> str:
-    from shared.webhooks import expected_signature
+    from shared.vonage.webhooks import expected_signature
 
     params = {"msisdn": "33612345621", "to": "33700000001", "messageId": "BENCH0000001",
               "text": "Salut, tu réponds ?", "type": "text", "keyword": "SALUT",

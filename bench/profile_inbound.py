@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.scratch import scratch_stack
-from shared import store
-from shared.abuse import load_lexicon
-from shared.db import Database
-from shared.webhooks import parse_inbound
+from shared.rules.abuse import load_lexicon
+from shared.store.db import Database
+from shared.vonage.webhooks import parse_inbound
+from workers.inbound import Keys, judge_batch
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
                     "text": f"Salut Julie tu viens {index} ?", "type": "text"})
                     for index in range(first, min(first + args.batch, offset + count))]
                 with database.transaction() as tx:
-                    store.record_inbound_batch(tx, messages, key, datetime.now(UTC), lexicon)
+                    judge_batch(tx, messages, Keys(key), datetime.now(UTC), lexicon)
 
         for batch in range(args.messages // 1000):
             began = time.perf_counter()

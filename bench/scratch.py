@@ -39,7 +39,7 @@ def scratch_stack(**extra_env: str) -> Iterator[dict[str, str]]:
     try:
         for command in (["db", "upgrade"], ["campaign", "add", "33700000001", "--reply",
                                              "Stop.", "--delay", "3600"]):
-            subprocess.run([sys.executable, "-m", "shared.cli", *command], env=env, cwd=ROOT,
+            subprocess.run([sys.executable, "-m", "workers.cli", *command], env=env, cwd=ROOT,
                            check=True, capture_output=True)
         yield env
     finally:

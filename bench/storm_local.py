@@ -87,7 +87,7 @@ def main() -> None:
                         "--ca-out", str(ca)], env, folder / "fake.log")]
     try:
         wait(ca.exists, 30, "the fake Vonage")
-        relous = [sys.executable, "-m", "shared.cli"]
+        relous = [sys.executable, "-m", "workers.cli"]
         subprocess.run([*relous, "db", "upgrade"], env=env, cwd=ROOT, check=True)
         subprocess.run([*relous, "campaign", "add", CAMPAIGN, "--reply", REPLY, "--delay", "0",
                         "--price-per-segment", "0.0333"], env=env, cwd=ROOT, check=True)

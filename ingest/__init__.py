@@ -11,10 +11,10 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ingest.publisher import CeleryPublisher, Publisher
-from shared.db import Database
+from shared.broker import Publisher, create_publisher
 from shared.logs import configure_logging
 from shared.settings import Settings
+from shared.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +27,22 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     settings = settings or Settings.from_env()
     if configure_logs:
         configure_logging(settings.log_level)
-    # No static route: the HTTP surface is the webhooks, health and metrics (SECURITY.md).
+    # No static route: the HTTP surface is the webhooks, health, metrics and the read-only
+    # status page (SECURITY.md).
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     if publisher is None:
-        from workers.app import app as celery_app
-        from workers.app import create_celery
-
-        celery = celery_app if celery_app.relous_settings == settings else create_celery(settings)
-        publisher = CeleryPublisher(celery)
+        publisher = create_publisher(settings)
     app.extensions["relous.settings"] = settings
     app.extensions["relous.publisher"] = publisher
     app.extensions["relous.database"] = Database(settings.database_url, pool_size=2)
 
-    from ingest import health, metrics, webhooks
+    from ingest import health, metrics, status, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(status.bp)
     metrics.install_request_metrics(app)
     app.register_error_handler(HTTPException, _http_error)
     if not settings.vonage_signature_secret:

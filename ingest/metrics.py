@@ -26,8 +26,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared import store
-from shared.db import Database
 from shared.metrics import (
     BUDGET_PERIODS,
     CATALOGUE,
@@ -38,6 +36,9 @@ from shared.metrics import (
     SPEND,
     VERDICTS,
 )
+from shared.store.counters import counter_totals
+from shared.store.db import Database
+from shared.store.reports import metric_gauges
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -104,8 +105,8 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             with self._database.transaction() as tx:
-                totals = store.counter_totals(tx)
-                gauges = store.metric_gauges(tx, datetime.now(UTC))
+                totals = counter_totals(tx)
+                gauges = metric_gauges(tx, datetime.now(UTC))
         except Exception as error:  # a scrape reports what it can; the gap alerts
             log.warning("metrics: database unavailable (%s)", type(error).__name__)
             return

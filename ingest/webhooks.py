@@ -12,11 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ingest.publisher import BrokerUnavailable
-from shared.webhooks import (
+from shared.broker import BrokerUnavailable
+from shared.rules.messages import DeliveryReceipt, InboundSms
+from shared.vonage.webhooks import (
     BadSignature,
-    DeliveryReceipt,
-    InboundSms,
     InvalidField,
     check_signature,
     parse_inbound,

@@ -48,6 +48,7 @@ class Settings:
     retention_days: int = 90
     evidence_retention_days: int = 365
     rabbitmq_management_url: str | None = None
+    status_password: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -75,6 +76,7 @@ class Settings:
             signature_max_age=_int(env, "RELOUS_SIGNATURE_MAX_AGE", 259200, minimum=1),
             metrics_token=get("METRICS_TOKEN"),
             rabbitmq_management_url=get("RABBITMQ_MANAGEMENT_URL"),
+            status_password=get("STATUS_PASSWORD"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             sms_rate_per_second=_int(env, "SMS_RATE_PER_SECOND", 30, minimum=1),
             lexicon_path=get("RELOUS_LEXICON_PATH"),
@@ -133,7 +135,7 @@ class Settings:
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
          maximum: int | None = None) -> int:
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
         value = int(raw)

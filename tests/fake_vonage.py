@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 
 import trustme
 
-from shared.segments import encode
+from shared.rules.segments import encode
 
 PRICE_PER_PART = Decimal("0.0333")
 

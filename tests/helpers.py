@@ -1,13 +1,98 @@
-"""Builders of Vonage webhooks for tests, signed the way Vonage signs them."""
+"""What tests share besides fixtures: this run's names (database, virtual hosts), waiting on
+a condition, the broker's queues, and Vonage webhooks signed the way Vonage signs them.
+
+Nothing here touches the environment: `tests/conftest.py` sets it once, in
+`pytest_configure`.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 
+import pytest
 from vonage import Auth
 
-from tests.conftest import SIGNATURE_SECRET
+from shared.rules.messages import InboundSms
+from shared.store.db import Transaction
+from tests.fake_vonage import FakeVonageServer
+from workers.inbound import InboundOutcome, Keys, judge_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = uuid.uuid4().hex[:8]
+ADMIN_DATABASE_URL = os.environ.get(
+    "RELOUS_TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BROKER_HOST = os.environ.get("RELOUS_TEST_BROKER_HOST", "127.0.0.1:5672")
+TEST_DATABASE = f"relous_test_{RUN_ID}"
+VHOSTS = {name: f"relous_{name}_{RUN_ID}" for name in ("test", "idle", "e2e", "honcho", "budget")}
+SIGNATURE_SECRET = "test-signature-secret"
+SECRET_KEY = "test-secret-key-0123456789"
+
+
+def database_url(name: str) -> str:
+    base = ADMIN_DATABASE_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def broker_url(vhost: str, host: str = BROKER_HOST) -> str:
+    return f"amqp://guest:guest@{host}/{vhost}"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0,
+             interval: float = 0.05, message: str = "condition") -> object:
+    """Poll until `predicate()` is truthy; fail after `timeout` seconds (no blind sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+FAKE_VONAGE = FakeVonageServer()
+
+TABLES = ("delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
+          "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
+          "rate_buckets", "metric_counters")
+
+
+def venv_bin() -> str:
+    """Folder of this interpreter's scripts (gunicorn, celery, relous)."""
+    return str(Path(sys.executable).parent)
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Output of `rabbitmqctl ARGS` against the shared RabbitMQ node."""
+    return subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def broker_messages(vhost: str, ctl: Callable[..., str] = rabbitmqctl) -> int:
+    """Messages in the vhost's queues, ready plus unacknowledged: 0 means all work is done
+    (tasks acknowledge late, after they ran and queued any follow-up). `ctl` runs
+    rabbitmqctl against another node (the fault tests' private one)."""
+    out = ctl("-q", "list_queues", "-p", vhost, "--no-table-headers", "messages_ready",
+              "messages_unacknowledged")
+    return sum(int(n) for line in out.splitlines() for n in line.split())
+
+
+def wait_until_idle(vhost: str, timeout: float = 60.0,
+                    ctl: Callable[..., str] = rabbitmqctl) -> None:
+    """Wait until the broker holds no message of `vhost`, twice in a row."""
+    wait_for(lambda: broker_messages(vhost, ctl) == 0 and broker_messages(vhost, ctl) == 0,
+             timeout=timeout, interval=0.2, message=f"queues of {vhost} to drain")
 
 
 def sign(params: dict[str, str], secret: str = SIGNATURE_SECRET,
@@ -43,3 +128,10 @@ def receipt(message_id: str, status: str = "delivered", price: str = "0.03330000
     }
     params.update(extra)
     return params
+
+
+def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datetime,
+                   lexicon: tuple[str, ...] = (), evidence_key: str = "") -> InboundOutcome:
+    """The inbound use case on one message."""
+    [outcome] = judge_batch(tx, [sms], Keys(secret_key, evidence_key), now, lexicon)
+    return outcome

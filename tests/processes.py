@@ -10,7 +10,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.conftest import ROOT, venv_bin
+from tests.helpers import ROOT, venv_bin
 
 
 def procfile_commands() -> dict[str, str]:

@@ -1,19 +1,20 @@
-"""The one Celery app of anti-relous, shared by the workers, beat and the web publisher.
+"""The workers' Celery app, built by `create_celery(settings)`; never at import.
 
-Run with `celery -A workers.app worker` / `celery -A workers.app beat` (see Procfile).
+`celery -A workers.app worker|beat` (the Procfile) finds `app` here: it is built from the
+environment on first use (module `__getattr__`). The settings live in one holder,
+`settings()`, which the tasks read; the web never imports this module.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
 
+from shared.broker import broker_config
 from shared.settings import Settings
 
-INBOUND_QUEUE = "relous.inbound"
-REPLIES_QUEUE = "relous.replies"
 # How often beat hands due replies to the workers: the reply delay lives in PostgreSQL
 # (`replies.due_at`), never as a countdown in the broker (STYLE.md, "Traps").
 FLUSH_INTERVAL_SECONDS = 5.0
@@ -22,45 +23,27 @@ STORM_INTERVAL_SECONDS = 15.0
 # Inbound messages recorded per database transaction, at most.
 INBOUND_BATCH = 100
 
+_settings: Settings | None = None
+_app: Celery | None = None
 
-def celery_config(settings: Settings) -> dict:
-    """Celery settings for this deployment; tests and the demo start from the same dict."""
-    exchange = Exchange("relous", type="direct", durable=True)
-    config: dict = {
-        "broker_url": settings.broker_url,
-        "broker_connection_timeout": 3,
-        "broker_connection_retry_on_startup": True,
-        # Publisher confirms: a publish returns only once RabbitMQ has the message.
-        "broker_transport_options": {"confirm_publish": True},
-        "task_queues": (
-            Queue(INBOUND_QUEUE, exchange, routing_key=INBOUND_QUEUE, durable=True),
-            Queue(REPLIES_QUEUE, exchange, routing_key=REPLIES_QUEUE, durable=True),
-        ),
-        "task_default_queue": INBOUND_QUEUE,
-        "task_default_exchange": "relous",
-        "task_default_routing_key": INBOUND_QUEUE,
-        "task_routes": {
-            "relous.send_due_replies": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
-            "relous.flush_due_replies": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
-            "relous.recover_stale_sending": {"queue": REPLIES_QUEUE,
-                                             "routing_key": REPLIES_QUEUE},
-            "relous.purge": {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE},
-        },
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "task_ignore_result": True,
-        "result_backend": None,
+
+def settings() -> Settings:
+    """The settings the app was built with (what the tasks run with)."""
+    if _settings is None:
+        raise RuntimeError("the Celery app is not built yet: call create_celery(settings)")
+    return _settings
+
+
+def worker_config(settings: Settings) -> dict[str, Any]:
+    """The broker's shared settings plus the consumers' policy and beat's schedule."""
+    return broker_config(settings) | {
         # A message is acknowledged after its task ran, and given back if the worker dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # Inbound messages are recorded a batch per transaction (workers/tasks.py): each
+        # Inbound messages are recorded a batch per transaction (workers/batching.py): each
         # process may hold one batch of unacknowledged messages, so that its next batch
         # fills while it works. A crash gives them back, to be deduplicated on redelivery.
         "worker_prefetch_multiplier": INBOUND_BATCH,
-        "task_publish_retry": True,
-        # Short: the web answers Vonage within its 15 s timeout (503 lets Vonage retry).
-        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2,
-                                      "interval_step": 0.3, "interval_max": 0.5},
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": {
@@ -73,26 +56,22 @@ def celery_config(settings: Settings) -> dict:
             "purge-retention": {"task": "relous.purge", "schedule": timedelta(days=1)},
         },
     }
-    if settings.broker_url.startswith("filesystem://"):
-        folder = settings.broker_folder.resolve()
-        for sub in ("queue", "processed"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_transport_options"] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "processed_folder": str(folder / "processed"),
-            "store_processed": False,
-        }
-    return config
 
 
-def create_celery(settings: Settings | None = None) -> Celery:
-    """Build the Celery app for `settings` (default: from the environment)."""
-    settings = settings or Settings.from_env()
+def create_celery(settings: Settings) -> Celery:
+    """Build the workers' app for `settings` and make it the process's app (the tasks are
+    `shared_task`s: they run on it)."""
+    global _settings, _app
+    _settings = settings
     celery = Celery("relous", include=["workers.tasks", "workers.metrics"])
-    celery.config_from_object(celery_config(settings))
-    celery.relous_settings = settings  # type: ignore[attr-defined]
+    celery.config_from_object(worker_config(settings))
+    celery.set_default()
+    _app = celery
     return celery
 
 
-app = create_celery()
+def __getattr__(name: str) -> Any:
+    """`workers.app.app`: the app built from the environment, on first use (Celery's CLI)."""
+    if name == "app":
+        return _app or create_celery(Settings.from_env())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

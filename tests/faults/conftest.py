@@ -21,8 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import RUN_ID, wait_for
 from tests.faults.stack import Stack, fresh_vhost
+from tests.helpers import RUN_ID, wait_for
 from tests.processes import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -162,7 +162,7 @@ class PrivatePostgres:
                               "-w", check=False)
 
     def create_database(self) -> None:
-        from shared.db import Database, upgrade
+        from shared.store.db import Database, upgrade
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE relous")

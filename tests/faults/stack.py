@@ -26,8 +26,7 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.conftest import RUN_ID, rabbitmqctl, wait_for
-from tests.helpers import inbound, sign
+from tests.helpers import RUN_ID, inbound, rabbitmqctl, sign, wait_for
 from tests.processes import Process, free_port, procfile_process
 
 CAMPAIGN = "33700000001"
@@ -301,18 +300,19 @@ def fresh_vhost() -> Iterator[str]:
 def create_campaign(database_url: str, *, delay: int = 0, total_cap: Decimal | None = None,
                     number: str = CAMPAIGN) -> str:
     """The campaign (a reply of one segment at the fake's price) and its total cap."""
-    from shared import store
-    from shared.db import Database
+    from shared.store.budgets import set_budget
+    from shared.store.campaigns import add_campaign
+    from shared.store.db import Database
 
     database = Database(database_url, pool_size=1)
     now = datetime.now(UTC)
     try:
         with database.transaction() as tx:
-            store.add_campaign(tx, number, REPLY, delay_seconds=delay,
+            add_campaign(tx, number, REPLY, delay_seconds=delay,
                                window_seconds=30 * 86400, price_per_segment=PRICE,
                                allow_multipart=False, now=now)
             if total_cap is not None:
-                store.set_budget(tx, number, now, total=total_cap)
+                set_budget(tx, number, now, total=total_cap)
     finally:
         database.close()
     return number
@@ -326,8 +326,8 @@ def recover(stack: Stack, idle: Callable[[], None]) -> tuple[int, int]:
     `recover_stale_sending` does (claimed -> pending, sending -> unknown), and a flush
     sends what is due. Returns (claims returned, sends marked unknown).
     """
-    from shared import store
-    from shared.db import Database
+    from shared.store.db import Database
+    from shared.store.replies import recover_stale_claims
 
     idle()
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
@@ -336,7 +336,7 @@ def recover(stack: Stack, idle: Callable[[], None]) -> tuple[int, int]:
     database = Database(stack.database_url, pool_size=1)
     try:
         with database.transaction() as tx:
-            returned, lost = store.recover_stale_claims(tx, datetime.now(UTC))
+            returned, lost = recover_stale_claims(tx, datetime.now(UTC))
     finally:
         database.close()
     stack.flush()

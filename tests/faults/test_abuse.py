@@ -21,8 +21,7 @@ import pytest
 
 from ingest import create_app
 from shared.settings import Settings
-from tests.conftest import ROOT, SIGNATURE_SECRET, VHOSTS, wait_for, wait_until_idle
-from tests.helpers import inbound, sign
+from tests.helpers import ROOT, SIGNATURE_SECRET, VHOSTS, inbound, sign, wait_for, wait_until_idle
 
 pytestmark = [pytest.mark.faults]
 VHOST = VHOSTS["test"]
@@ -155,7 +154,7 @@ def test_the_http_surface_is_exactly_the_documented_routes():
     served = {(method, rule.rule) for rule in app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
-    assert len(documented) == 7
+    assert len(documented) == 8
     client = app.test_client()
     for path in {path for _, path in documented}:
         for method in ("PUT", "PATCH", "DELETE"):

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import create_app
-from ingest.publisher import CeleryPublisher
+from shared.broker import CeleryPublisher
 from shared.settings import Settings
-from shared.webhooks import expected_signature
-from tests.conftest import SIGNATURE_SECRET, VHOSTS, broker_url
+from shared.vonage.webhooks import expected_signature
+from tests.helpers import SIGNATURE_SECRET, VHOSTS, broker_url
 
 pytestmark = pytest.mark.faults
 EXAMPLES = 5000

@@ -26,11 +26,20 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from shared.phones import pseudonym
-from tests.conftest import FAKE_VONAGE, SECRET_KEY, TABLES, broker_url, venv_bin, wait_for
-from tests.conftest import wait_until_idle as wait_idle
+from shared.rules.phones import pseudonym
 from tests.faults.stack import Stack, create_campaign, fresh_vhost
-from tests.helpers import inbound, receipt, sign
+from tests.helpers import (
+    FAKE_VONAGE,
+    SECRET_KEY,
+    TABLES,
+    broker_url,
+    inbound,
+    receipt,
+    sign,
+    venv_bin,
+    wait_for,
+)
+from tests.helpers import wait_until_idle as wait_idle
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 ANSWERED = "33700000001"  # replies at once

@@ -19,8 +19,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from shared.providers import SEND_TIMEOUT_SECONDS
-from tests.conftest import broker_url, wait_for, wait_until_idle
+from shared.vonage.sms import SEND_TIMEOUT_SECONDS
 from tests.fake_vonage import Behaviour
 from tests.faults.audit import FINAL, audit
 from tests.faults.stack import (
@@ -31,7 +30,7 @@ from tests.faults.stack import (
     scenario_seed,
     sender_numbers,
 )
-from tests.helpers import receipt, sign
+from tests.helpers import broker_url, receipt, sign, wait_for, wait_until_idle
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 LATE = SEND_TIMEOUT_SECONDS + 0.5  # an answer after the SDK gave up

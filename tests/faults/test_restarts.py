@@ -17,7 +17,6 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests.conftest import broker_url, wait_for, wait_until_idle
 from tests.faults.audit import audit
 from tests.faults.stack import (
     Poster,
@@ -29,6 +28,7 @@ from tests.faults.stack import (
     scenario_seed,
     sender_numbers,
 )
+from tests.helpers import broker_url, wait_for, wait_until_idle
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 RESTARTS = 2

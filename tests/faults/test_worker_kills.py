@@ -18,7 +18,6 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import broker_url, wait_for, wait_until_idle
 from tests.fake_vonage import Behaviour
 from tests.faults.audit import audit
 from tests.faults.stack import (
@@ -33,6 +32,7 @@ from tests.faults.stack import (
     scenario_seed,
     sender_numbers,
 )
+from tests.helpers import broker_url, wait_for, wait_until_idle
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 KILLS = 24

@@ -1,0 +1,149 @@
+"""What the publisher (web) and the consumers (workers) share about RabbitMQ: the exchange,
+the queues and routes, publisher confirms, the publisher itself and queue depths.
+
+The web publishes task messages by name through a Celery app of its own that knows no
+task (`create_publisher`); the workers' app (workers/app.py) adds its consumer policy to
+the same `broker_config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import requests
+from celery import Celery
+from kombu import Exchange, Queue
+from kombu.utils.url import url_to_parts
+
+from shared.settings import Settings
+
+INBOUND_QUEUE = "relous.inbound"
+REPLIES_QUEUE = "relous.replies"
+EXCHANGE = "relous"
+# How long a publish waits for RabbitMQ's confirm before the webhook answers 503.
+PUBLISH_CONFIRM_TIMEOUT_SECONDS = 5.0
+MANAGEMENT_API_TIMEOUT_SECONDS = 3.0
+_TO_REPLIES = {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE}
+# Tasks that run on the replies queue; every other task (the webhooks') is inbound.
+REPLIES_TASKS = ("relous.send_due_replies", "relous.flush_due_replies",
+                 "relous.recover_stale_sending", "relous.purge")
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not take the message: the webhook must answer 503."""
+
+
+def broker_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings both sides need: broker, confirms, queues, routes, serialiser."""
+    exchange = Exchange(EXCHANGE, type="direct", durable=True)
+    config: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "broker_connection_timeout": 3,
+        "broker_connection_retry_on_startup": True,
+        # Publisher confirms: a publish returns only once RabbitMQ has the message.
+        "broker_transport_options": {"confirm_publish": True},
+        "task_queues": (
+            Queue(INBOUND_QUEUE, exchange, routing_key=INBOUND_QUEUE, durable=True),
+            Queue(REPLIES_QUEUE, exchange, routing_key=REPLIES_QUEUE, durable=True),
+        ),
+        "task_default_queue": INBOUND_QUEUE,
+        "task_default_exchange": EXCHANGE,
+        "task_default_routing_key": INBOUND_QUEUE,
+        "task_routes": dict.fromkeys(REPLIES_TASKS, _TO_REPLIES),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_publish_retry": True,
+        # Short: the web answers Vonage within its 15 s timeout (503 lets Vonage retry).
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2,
+                                      "interval_step": 0.3, "interval_max": 0.5},
+    }
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_folder.resolve()
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return config
+
+
+class Publisher(Protocol):
+    def publish(self, task_name: str, payload: dict[str, Any]) -> None: ...
+    def ping(self) -> None: ...
+    def queue_depths(self) -> dict[str, int]: ...
+
+
+def create_publisher(settings: Settings) -> CeleryPublisher:
+    """The web's publisher: a Celery app of its own (never the current one), no tasks."""
+    celery = Celery("relous-publisher", set_as_current=False)
+    celery.config_from_object(broker_config(settings))
+    return CeleryPublisher(celery, settings.rabbitmq_management_url)
+
+
+class CeleryPublisher:
+    """Sends a task message by name, persistent, and waits for the publisher confirm."""
+
+    def __init__(self, celery: Celery, management_url: str | None = None) -> None:
+        self._celery = celery
+        self._management_url = management_url
+
+    def publish(self, task_name: str, payload: dict[str, Any]) -> None:
+        try:
+            self._celery.send_task(
+                task_name, args=(payload,),
+                # What logs and events show instead of the arguments (they hold a number).
+                argsrepr="(<webhook payload>,)", kwargsrepr="{}",
+                confirm_timeout=PUBLISH_CONFIRM_TIMEOUT_SECONDS,
+            )
+        except Exception as error:  # any failure to hand over means "not queued"
+            raise BrokerUnavailable(type(error).__name__) from error
+
+    def ping(self) -> None:
+        with self._celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages in each of the pipeline's queues.
+
+        With RABBITMQ_MANAGEMENT_URL, ready plus unacknowledged (held by workers, up to a
+        batch per process), from RabbitMQ's management API. Without it, ready only: AMQP's
+        queue declare does not count what workers hold.
+        """
+        queues = self._celery.conf.task_queues
+        if self._management_url:
+            return management_queue_depths(self._management_url,
+                                           self._celery.conf.broker_url,
+                                           [queue.name for queue in queues])
+        with self._celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            channel = conn.default_channel
+            # Declared with the workers' own arguments (idempotent): a queue nobody has
+            # declared yet reads 0 instead of failing the scrape.
+            return {queue.name: queue.bind(channel).queue_declare().message_count
+                    for queue in queues}
+
+
+def management_queue_depths(management_url: str, broker_url: str,
+                            names: list[str]) -> dict[str, int]:
+    """Ready + unacknowledged messages per queue of the broker URL's virtual host, from
+    the management API (`GET /api/queues/{vhost}`). Credentials: the management URL's
+    own, else the broker URL's. A queue not declared yet reads 0."""
+    broker = url_to_parts(broker_url)
+    vhost = broker.path or "/"
+    management = urlsplit(management_url)
+    auth = (management.username or broker.username or "guest",
+            management.password or broker.password or "guest")
+    netloc = (management.hostname or "") + (f":{management.port}" if management.port else "")
+    base = management._replace(netloc=netloc).geturl().rstrip("/")
+    response = requests.get(f"{base}/api/queues/{quote(vhost, safe='')}",
+                            params={"columns": "name,messages"}, auth=auth,
+                            timeout=MANAGEMENT_API_TIMEOUT_SECONDS)
+    response.raise_for_status()
+    found = {queue["name"]: int(queue.get("messages") or 0) for queue in response.json()}
+    return {name: found.get(name, 0) for name in names}

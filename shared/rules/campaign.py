@@ -1,0 +1,91 @@
+"""A campaign and its rule knobs: the domain types every floor passes around."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CampaignRules:
+    """A campaign's knobs (stored as JSON in `campaigns.rules`; missing keys = defaults)."""
+
+    sender_per_minute: int = 5
+    sender_per_hour: int = 15
+    sender_per_day: int = 40
+    repeat_per_day: int = 3
+    raid_window_seconds: int = 300
+    raid_min_new_senders: int = 30
+    raid_ratio: float = 3.0
+    raid_same_text_senders: int = 4
+    prefix_cluster_senders: int = 10
+    lexicon_points: int = 30
+    suppress_score: int = 50
+    block_score: int = 100
+    block_seconds: int = 86400
+    storm_threshold_per_minute: int = 120
+    storm_exit_ratio: float = 0.5
+    reply_freshness_seconds: int = 6 * 3600
+
+    @property
+    def raid_window(self) -> timedelta:
+        return timedelta(seconds=self.raid_window_seconds)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> CampaignRules:
+        data = json.loads(raw or "{}")
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def with_changes(self, changes: dict[str, str]) -> CampaignRules:
+        """Parse `key=value` strings from the CLI; raise ValueError naming a bad one."""
+        types = {field.name: field.type for field in fields(self)}
+        data = asdict(self)
+        for key, raw in changes.items():
+            if key not in types:
+                raise ValueError(f"unknown rule {key!r}; known: {', '.join(sorted(types))}")
+            try:
+                value = float(raw) if types[key] in ("float", float) else int(raw)
+            except ValueError:
+                raise ValueError(f"{key} must be a number, got {raw!r}") from None
+            if value < 0:
+                raise ValueError(f"{key} must not be negative")
+            data[key] = value
+        return CampaignRules(**data)
+
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A campaign: one inbound number and how it answers."""
+
+    id: int
+    number: str
+    reply_text: str
+    reply_delay_seconds: int
+    reply_window_seconds: int
+    price_per_segment: Decimal
+    allow_multipart: bool
+    paused: bool
+    rules: CampaignRules = field(default_factory=CampaignRules)
+    storm_mode: bool = False
+    observed_price_per_segment: Decimal = Decimal(0)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Campaign:
+        return cls(
+            id=row["id"], number=row["number"], reply_text=row["reply_text"],
+            reply_delay_seconds=row["reply_delay_seconds"],
+            reply_window_seconds=row["reply_window_seconds"],
+            price_per_segment=Decimal(str(row["price_per_segment"])),
+            allow_multipart=bool(row["allow_multipart"]), paused=bool(row["paused"]),
+            rules=CampaignRules.from_json(row["rules"]), storm_mode=bool(row["storm_mode"]),
+            observed_price_per_segment=Decimal(str(row["observed_price_per_segment"])),
+        )

@@ -1,0 +1,104 @@
+"""Campaigns: one row per inbound number, with its reply, knobs and storm mode."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.rules.campaign import Campaign, CampaignRules
+from shared.store.db import Transaction
+
+_COLUMNS = (
+    "id, number, reply_text, reply_delay_seconds, reply_window_seconds, price_per_segment,"
+    " allow_multipart, paused, rules, storm_mode, observed_price_per_segment"
+)
+
+
+def _read(tx: Transaction, where: str, params: dict[str, Any],
+          suffix: str = "") -> list[Campaign]:
+    """The one reader of campaign rows; `where` and `suffix` are constants of this module."""
+    rows = tx.execute(
+        f"SELECT {_COLUMNS} FROM campaigns {where} {suffix}", params  # noqa: S608
+    ).fetchall()
+    return [Campaign.from_row(row) for row in rows]
+
+
+def find_campaign(tx: Transaction, number: str) -> Campaign | None:
+    found = _read(tx, "WHERE number = %(number)s", {"number": number})
+    return found[0] if found else None
+
+
+def campaign_by_id(tx: Transaction, campaign_id: int) -> Campaign | None:
+    found = _read(tx, "WHERE id = %(id)s", {"id": campaign_id})
+    return found[0] if found else None
+
+
+def lock_campaign(tx: Transaction, number: str) -> Campaign | None:
+    """The campaign answering on `number`, its row locked until commit: inbound batches of
+    one campaign are judged one after the other (see workers/inbound.py)."""
+    found = _read(tx, "WHERE number = %(number)s", {"number": number}, "FOR NO KEY UPDATE")
+    return found[0] if found else None
+
+
+def list_campaigns(tx: Transaction) -> list[Campaign]:
+    return _read(tx, "", {}, "ORDER BY number")
+
+
+def campaign_numbers(tx: Transaction) -> dict[int, str]:
+    rows = tx.execute("SELECT id, number FROM campaigns").fetchall()
+    return {row["id"]: row["number"] for row in rows}
+
+
+def add_campaign(tx: Transaction, number: str, reply_text: str, *, delay_seconds: int,
+                 window_seconds: int, price_per_segment: Decimal, allow_multipart: bool,
+                 now: datetime) -> bool:
+    """Create a campaign; False when one already answers on this number."""
+    cur = tx.execute(
+        "INSERT INTO campaigns (number, reply_text, reply_delay_seconds, reply_window_seconds,"
+        " price_per_segment, allow_multipart, created_at)"
+        " VALUES (%(number)s, %(text)s, %(delay)s, %(window)s, %(price)s, %(multipart)s, %(now)s)"
+        " ON CONFLICT (number) DO NOTHING",
+        {"number": number, "text": reply_text, "delay": delay_seconds, "window": window_seconds,
+         "price": price_per_segment, "multipart": allow_multipart, "now": now},
+    )
+    return cur.rowcount == 1
+
+
+def set_campaign_paused(tx: Transaction, number: str, paused: bool) -> bool:
+    cur = tx.execute("UPDATE campaigns SET paused = %(paused)s WHERE number = %(number)s",
+                     {"paused": paused, "number": number})
+    return cur.rowcount == 1
+
+
+def update_campaign(tx: Transaction, campaign_id: int, *, reply_text: str | None,
+                    delay_seconds: int | None, window_seconds: int | None,
+                    price_per_segment: Decimal, allow_multipart: bool,
+                    rules: CampaignRules) -> None:
+    """Change a campaign; None keeps a value. Pending replies keep the text they had."""
+    tx.execute(
+        "UPDATE campaigns SET reply_text = COALESCE(%(text)s, reply_text),"
+        " reply_delay_seconds = COALESCE(%(delay)s, reply_delay_seconds),"
+        " reply_window_seconds = COALESCE(%(window)s, reply_window_seconds),"
+        " price_per_segment = %(price)s, allow_multipart = %(multipart)s, rules = %(rules)s"
+        " WHERE id = %(id)s",
+        {"text": reply_text, "delay": delay_seconds, "window": window_seconds,
+         "price": price_per_segment, "multipart": allow_multipart, "rules": rules.to_json(),
+         "id": campaign_id},
+    )
+
+
+def set_storm_mode(tx: Transaction, campaign_id: int, storm: bool, now: datetime) -> None:
+    tx.execute(
+        "UPDATE campaigns SET storm_mode = %(storm)s, storm_changed_at = %(now)s"
+        " WHERE id = %(id)s", {"storm": storm, "now": now, "id": campaign_id},
+    )
+
+
+def observe_price(tx: Transaction, campaign_id: int, per_segment: Decimal) -> None:
+    """Remember the highest reported price per segment, so estimates never fall below it."""
+    tx.execute(
+        "UPDATE campaigns SET observed_price_per_segment = %(price)s"
+        " WHERE id = %(id)s AND observed_price_per_segment < %(price)s",
+        {"price": per_segment, "id": campaign_id},
+    )

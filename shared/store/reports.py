@@ -1,0 +1,76 @@
+"""What operators read: `relous status` and the gauges of /metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from shared.store.budgets import budget_of
+from shared.store.campaigns import list_campaigns
+from shared.store.db import Transaction
+
+
+def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
+    """What `relous status` shows, per campaign."""
+    overview = []
+    for campaign in list_campaigns(tx):
+        inbound = tx.execute(
+            "SELECT verdict, COUNT(*) AS n FROM inbound_messages"
+            " WHERE campaign_id = %(id)s AND received_at > %(since)s GROUP BY verdict",
+            {"id": campaign.id, "since": now - timedelta(hours=1)},
+        ).fetchall()
+        replies = tx.execute(
+            "SELECT status, COUNT(*) AS n FROM replies WHERE campaign_id = %(id)s"
+            " GROUP BY status", {"id": campaign.id},
+        ).fetchall()
+        budget = budget_of(tx, campaign.id, now)
+        caps = {"hour": (budget.hour_used, budget.hourly_cap) if budget else (Decimal(0), None),
+                "day": (budget.day_used, budget.daily_cap) if budget else (Decimal(0), None),
+                "total": (budget.total_used, budget.total_cap) if budget
+                else (Decimal(0), None)}
+        overview.append({
+            "number": campaign.number, "paused": campaign.paused,
+            "top_reasons": _top_reasons(tx, campaign.id, now - timedelta(days=1)),
+            "storm_mode": campaign.storm_mode,
+            "inbound": {row["verdict"]: row["n"] for row in inbound},
+            "replies": {row["status"]: row["n"] for row in replies},
+            "budget": caps,
+        })
+    return overview
+
+
+def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
+    """The gauges of /metrics, per campaign: pending replies, storm mode, budget left."""
+    campaigns = list_campaigns(tx)
+    pending = {row["number"]: row["n"] for row in tx.execute(
+        "SELECT c.number, COUNT(r.id) AS n FROM campaigns c"
+        " LEFT JOIN replies r ON r.campaign_id = c.id AND r.status = 'pending'"
+        " GROUP BY c.number").fetchall()}
+    remaining, caps = {}, {}
+    for campaign in campaigns:
+        budget = budget_of(tx, campaign.id, now)
+        if budget is not None:
+            remaining[campaign.number] = budget.remaining()
+            caps[campaign.number] = {"hour": budget.hourly_cap, "day": budget.daily_cap,
+                                     "total": budget.total_cap}
+    return {"campaigns": [campaign.number for campaign in campaigns], "pending": pending,
+            "storm": {campaign.number: campaign.storm_mode for campaign in campaigns},
+            "remaining": remaining, "caps": caps}
+
+
+def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
+                 limit: int = 3) -> list[tuple[str, int]]:
+    """The most frequent reasons (their kind, before ':') of suppressed or blocked messages."""
+    rows = tx.execute(
+        "SELECT reasons, COUNT(*) AS n FROM inbound_messages WHERE campaign_id = %(id)s"
+        " AND verdict IN ('suppress', 'block') AND received_at > %(since)s"
+        " GROUP BY reasons ORDER BY n DESC LIMIT 200",
+        {"id": campaign_id, "since": since},
+    ).fetchall()
+    kinds: dict[str, int] = {}
+    for row in rows:
+        first = (row["reasons"] or "no reason").split("; ")[0]
+        kind = first.split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + row["n"]
+    return sorted(kinds.items(), key=lambda item: -item[1])[:limit]

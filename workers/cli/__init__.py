@@ -1,0 +1,26 @@
+"""The `relous` command line (CONTRACT.md, "CLI"): the top floor, one module per group.
+
+Exit codes: 0 success, 1 a check failed, 2 bad usage. Errors go to stderr in one line that
+says what to do. Raw phone numbers are never printed.
+"""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli import budgets, campaigns, db, demo, evidence, senders, status, storm, templates
+
+
+@click.group()
+def main() -> None:
+    """anti-relous: a fake phone number that answers once, cheaply, and survives floods."""
+
+
+for command in (db.db, db.keys, campaigns.campaign, templates.template, budgets.budget,
+                senders.sender, status.status, evidence.evidence, evidence.purge_command,
+                storm.storm, demo.demo):
+    main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

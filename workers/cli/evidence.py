@@ -1,0 +1,79 @@
+"""Abusive senders' messages for a complaint, and retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from shared.store import evidence as store
+from shared.store.campaigns import find_campaign
+from workers.cli.common import fail, iso, load_settings, open_database, parse_number
+
+
+@click.group()
+def evidence() -> None:
+    """Abusive senders' messages, for a complaint."""
+
+
+@evidence.command("export")
+@click.option("--campaign", "number", required=True, help="The campaign's number.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default="1970-01-01",
+              help="First day (YYYY-MM-DD, UTC).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="File to write: .json for JSON, anything else for CSV.")
+def evidence_export(number: str, since: datetime, out: str) -> None:
+    """Write the messages of senders flagged abusive, with their numbers (only here)."""
+    import csv
+    import json
+
+    from cryptography.fernet import Fernet, InvalidToken
+
+    settings = load_settings(require_keys=True)
+    with open_database().transaction() as tx:
+        found = find_campaign(tx, parse_number(number))
+        if found is None:
+            fail(f"no campaign answers on {number}: see `relous campaign list`")
+        rows = store.evidence_messages(tx, found.id, since.replace(tzinfo=UTC))
+    fernet = Fernet(settings.evidence_key)
+    records = []
+    for row in rows:
+        try:
+            sender_number = fernet.decrypt(row["encrypted_number"].encode()).decode()
+        except InvalidToken:
+            fail("RELOUS_EVIDENCE_KEY does not decrypt the stored numbers: "
+                  "use the key they were stored with")
+        records.append({
+            "sender_number": sender_number, "sender_pseudonym": row["sender"],
+            "received_at": iso(row["received_at"]),
+            "provider_timestamp": iso(row["provider_timestamp"]), "text": row["text"],
+            "verdict": row["verdict"], "reasons": row["reasons"],
+            "flagged_at": iso(row["flagged_at"]), "flagged_for": row["flagged_for"],
+        })
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        if out.endswith(".json"):
+            json.dump({"campaign": number, "since": since.date().isoformat(),
+                       "messages": records}, handle, ensure_ascii=False, indent=2)
+        else:
+            writer = csv.DictWriter(handle, fieldnames=EVIDENCE_FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
+    senders = len({record["sender_pseudonym"] for record in records})
+    click.echo(f"wrote {len(records)} message(s) of {senders} sender(s) flagged abusive "
+               f"to {out}")
+
+
+EVIDENCE_FIELDS = ["sender_number", "sender_pseudonym", "received_at", "provider_timestamp",
+                   "text", "verdict", "reasons", "flagged_at", "flagged_for"]
+
+
+@click.command("purge")
+def purge_command() -> None:
+    """Apply retention now (beat also runs it daily)."""
+
+    settings = load_settings()
+    with open_database().transaction() as tx:
+        purged = store.purge(tx, datetime.now(UTC), timedelta(days=settings.retention_days),
+                             timedelta(days=settings.evidence_retention_days))
+    click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} parse_number(s), "
+               f"{purged['evidence']} evidence record(s)")
