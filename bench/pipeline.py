@@ -38,10 +38,10 @@ def fill(env: dict[str, str], task: str, payloads: list) -> None:
     """Pre-fill the queue (setup, not measured): no confirms, one connection, so the
     queue's count is checked afterwards (a run that lost some would never finish)."""
     os.environ.update(env)
+    from shared.broker import publisher_celery
     from shared.settings import Settings
-    from workers.app import create_celery
 
-    app = create_celery(Settings.from_env())
+    app = publisher_celery(Settings.from_env())
 
     vhost = env["RELOUS_BENCH_VHOST"]
     before = queued(vhost)

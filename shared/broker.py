@@ -79,11 +79,16 @@ class Publisher(Protocol):
     def queue_depths(self) -> dict[str, int]: ...
 
 
-def create_publisher(settings: Settings) -> CeleryPublisher:
-    """The web's publisher: a Celery app of its own (never the current one), no tasks."""
+def publisher_celery(settings: Settings) -> Celery:
+    """A Celery app that only publishes: no task, never the process's current app."""
     celery = Celery("relous-publisher", set_as_current=False)
     celery.config_from_object(broker_config(settings))
-    return CeleryPublisher(celery, settings.rabbitmq_management_url)
+    return celery
+
+
+def create_publisher(settings: Settings) -> CeleryPublisher:
+    """The web's publisher (and the CLI's queue depths)."""
+    return CeleryPublisher(publisher_celery(settings), settings.rabbitmq_management_url)
 
 
 class CeleryPublisher:

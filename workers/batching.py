@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from celery.worker.request import Request
@@ -64,10 +64,11 @@ class InboundBatches(Batches):
                                       callback=settle, error_callback=process_lost)
 
 
-def record_requests(settings: Settings, requests: list[SimpleRequest],
+def record_requests(settings: Settings, requests: list[SimpleRequest], now: datetime,
                     ) -> tuple[list[str], list[InboundOutcome]]:
-    """Record a batch of inbound task requests: per request DONE or RETRY (the database
-    could not be used: back to the queue), and the outcomes of those recorded."""
+    """Record a batch of inbound task requests received at `now`: per request DONE or
+    RETRY (the database could not be used: back to the queue), and the outcomes of those
+    recorded."""
     statuses = [DONE] * len(requests)
     messages: dict[int, InboundSms] = {}
     for index, request in enumerate(requests):
@@ -77,7 +78,6 @@ def record_requests(settings: Settings, requests: list[SimpleRequest],
             log.error("inbound task %s: unreadable payload (%s), dropped", request.id,
                       type(error).__name__)
     indices = list(messages)
-    now = datetime.now(UTC)
     try:
         outcomes = record_messages(settings, [messages[i] for i in indices], now)
     except DatabaseUnavailable as error:

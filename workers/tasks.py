@@ -46,10 +46,10 @@ def _now() -> datetime:
              flush_interval=INBOUND_FLUSH_SECONDS)
 def process_inbound(requests: list[SimpleRequest]) -> list[str]:
     """Record a batch of inbound SMS; per request DONE, or RETRY (back to the queue)."""
-    statuses, outcomes = record_requests(settings(), requests)
+    now = _now()
+    statuses, outcomes = record_requests(settings(), requests, now)
     verdicts: dict[str, int] = {}
     due = set()
-    now = _now()
     for outcome in outcomes:
         verdicts[outcome.verdict] = verdicts.get(outcome.verdict, 0) + 1
         if outcome.campaign_id is not None and outcome.due_at is not None \

@@ -94,8 +94,11 @@ class Database:
             with self.transaction() as tx:
                 tx.execute("SELECT 1").fetchone()
             return
-        with psycopg.connect(self.url, connect_timeout=3) as conn:
-            conn.execute("SELECT 1").fetchone()
+        try:
+            with psycopg.connect(self.url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1").fetchone()
+        except _TRANSIENT_ERRORS as error:
+            raise DatabaseUnavailable(type(error).__name__) from error
 
     def _postgres_pool(self) -> Any:
         if self._pool is None or self._pool_pid != os.getpid():

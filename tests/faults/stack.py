@@ -142,10 +142,10 @@ class Stack:
     def flush(self) -> None:
         """Publish beat's `flush_due_replies` (the worker starts a send round per campaign)."""
         if self._celery is None:
+            from shared.broker import publisher_celery
             from shared.settings import Settings
-            from workers.app import create_celery
 
-            self._celery = create_celery(Settings.from_env().with_overrides(
+            self._celery = publisher_celery(Settings.from_env().with_overrides(
                 broker_url=self.broker_url, database_url=self.database_url))
         self._celery.send_task("relous.flush_due_replies")
 

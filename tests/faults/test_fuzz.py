@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import create_app
-from shared.broker import CeleryPublisher
+from shared.broker import CeleryPublisher, publisher_celery
 from shared.settings import Settings
 from shared.vonage.webhooks import expected_signature
 from tests.helpers import SIGNATURE_SECRET, VHOSTS, broker_url
@@ -39,11 +39,9 @@ class CountingPublisher(CeleryPublisher):
 
 
 def _client(secret: str | None):
-    from workers.app import create_celery
-
     base = Settings.from_env().with_overrides(broker_url=broker_url(VHOSTS["idle"]),
                                               vonage_signature_secret=secret)
-    publisher = CountingPublisher(create_celery(base))
+    publisher = CountingPublisher(publisher_celery(base))
     return create_app(base, publisher, configure_logs=False).test_client()
 
 

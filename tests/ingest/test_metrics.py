@@ -115,6 +115,8 @@ def test_queue_depth_counts_the_messages_workers_hold_unacknowledged(db):
     with_api = base.with_overrides(rabbitmq_management_url=MANAGEMENT_URL)
     client = create_app(with_api, configure_logs=False).test_client()
     declare_only = create_app(base, configure_logs=False).test_client()
+    with Connection(broker_url(vhost)) as conn:  # what earlier tests left in this vhost
+        conn.SimpleQueue("relous.inbound").clear()
     for _ in range(3):
         assert client.post("/webhooks/inbound", data=sign(inbound())).status_code == 200
     held = []

@@ -75,5 +75,5 @@ def purge_command() -> None:
     with open_database().transaction() as tx:
         purged = store.purge(tx, datetime.now(UTC), timedelta(days=settings.retention_days),
                              timedelta(days=settings.evidence_retention_days))
-    click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} parse_number(s), "
+    click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} number(s), "
                f"{purged['evidence']} evidence record(s)")
