@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared.broker import Publisher, create_publisher
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import ConfigError, Settings
 from shared.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,9 @@ MAX_BODY_BYTES = 16 * 1024
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None,
                *, configure_logs: bool = True) -> Flask:
-    settings = settings or Settings.from_env()
+    """The web app. It keeps no evidence key (it never decrypts or encrypts a number), and
+    refuses to start unsigned with Vonage unless that was chosen explicitly."""
+    settings = web_settings(settings or Settings.from_env(require_evidence_key=False))
     if configure_logs:
         configure_logging(settings.log_level)
     # No static route: the HTTP surface is the webhooks, health, metrics and the read-only
@@ -46,8 +48,21 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     metrics.install_request_metrics(app)
     app.register_error_handler(HTTPException, _http_error)
     if not settings.vonage_signature_secret:
-        log.warning("VONAGE_SIGNATURE_SECRET is not set: webhook signatures are NOT checked")
+        log.warning("VONAGE_SIGNATURE_SECRET is not set: webhook signatures are NOT checked"
+                    "%s", " (RELOUS_ALLOW_UNSIGNED_WEBHOOKS=1)"
+                    if settings.allow_unsigned_webhooks else "")
     return app
+
+
+def web_settings(settings: Settings) -> Settings:
+    """The settings the web keeps: without the evidence key, which it never uses, so that
+    a bug in the web cannot leak it; checked for webhooks that anyone could forge."""
+    if (settings.sms_provider == "vonage" and not settings.vonage_signature_secret
+            and not settings.allow_unsigned_webhooks):
+        raise ConfigError(
+            "VONAGE_SIGNATURE_SECRET is required with SMS_PROVIDER=vonage (anyone could "
+            "forge webhooks); set it, or set RELOUS_ALLOW_UNSIGNED_WEBHOOKS=1 to accept that")
+    return settings.with_overrides(evidence_key="")
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:

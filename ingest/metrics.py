@@ -30,6 +30,7 @@ from shared.metrics import (
     BUDGET_PERIODS,
     CATALOGUE,
     INBOUND,
+    PRICE_OVERRUNS,
     PROVIDER_ERRORS,
     REPLIES,
     REPLY_STATUSES,
@@ -114,6 +115,7 @@ class DatabaseCollector(Collector):
         replies = _counter("relous_replies_total")
         spend = _counter("relous_spend_euros_total")
         errors = _counter("relous_provider_errors_total")
+        overruns = _counter("relous_price_overruns_total")
         values: dict[tuple[str, str, str], float] = {
             (row["metric"], row["campaign"], row["label"]): float(row["value"]) for row in totals
         }
@@ -125,12 +127,13 @@ class DatabaseCollector(Collector):
                 replies.add_metric([campaign, status], values.pop((REPLIES, campaign, status),
                                                                   0.0))
             spend.add_metric([campaign], values.pop((SPEND, campaign, ""), 0.0))
+            overruns.add_metric([campaign], values.pop((PRICE_OVERRUNS, campaign, ""), 0.0))
         for (metric, campaign, label), value in values.items():
             if metric == INBOUND:  # unroutable numbers are not campaigns
                 inbound.add_metric([campaign, label], value)
             elif metric == PROVIDER_ERRORS:
                 errors.add_metric([label], value)
-        yield from (inbound, replies, spend, errors)
+        yield from (inbound, replies, spend, errors, overruns)
 
         pending = _gauge("relous_replies_pending")
         storm = _gauge("relous_storm_mode")
@@ -148,7 +151,14 @@ class DatabaseCollector(Collector):
             for period in BUDGET_PERIODS:
                 if cap_of.get(period) is not None:
                     caps.add_metric([campaign, period], float(cap_of[period]))
-        yield from (pending, storm, remaining, caps)
+        halted = _gauge("relous_sending_halted")
+        halted.add_metric(["*"], 0.0)  # no global switch yet: every halt is a campaign's
+        for campaign, reason in gauges["halted"].items():
+            halted.add_metric([campaign], 1.0 if reason else 0.0)
+        parked = _gauge("relous_parked_messages")
+        for kind, count in gauges["parked"].items():
+            parked.add_metric([kind], count)
+        yield from (pending, storm, remaining, caps, halted, parked)
 
 
 class QueueDepthCollector(Collector):

@@ -25,9 +25,12 @@ EXCHANGE = "relous"
 PUBLISH_CONFIRM_TIMEOUT_SECONDS = 5.0
 MANAGEMENT_API_TIMEOUT_SECONDS = 3.0
 _TO_REPLIES = {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE}
-# Tasks that run on the replies queue; every other task (the webhooks') is inbound.
+# Tasks that run on the replies queue: sending, beat's schedule and delivery receipts,
+# so that none of them waits behind a backlog of inbound SMS. Only inbound SMS (and the
+# benchmark's no-op) use the inbound queue.
 REPLIES_TASKS = ("relous.send_due_replies", "relous.flush_due_replies",
-                 "relous.recover_stale_sending", "relous.purge")
+                 "relous.recover_stale_sending", "relous.purge", "relous.evaluate_storm_mode",
+                 "relous.apply_receipt")
 
 
 class BrokerUnavailable(RuntimeError):

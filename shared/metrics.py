@@ -32,6 +32,12 @@ CATALOGUE: dict[str, tuple[str, tuple[str, ...], str]] = {
                                         "Webhook handling time, publish confirm included."),
     "relous_provider_errors_total": ("counter", ("reason",),
                                      "Provider answers other than accepted, by reason."),
+    "relous_sending_halted": ("gauge", ("campaign",),
+                              "1 while a campaign's sending is halted (`*`: every campaign)."),
+    "relous_price_overruns_total": ("counter", ("campaign",),
+                                    "Sends billed above their reservation (each halts sending)."),
+    "relous_parked_messages": ("gauge", ("kind",),
+                               "Messages that could not be recorded, waiting for an operator."),
     # Extension (README): worker task latency, per process (multiprocess mode).
     "relous_task_duration_seconds": ("histogram", ("task",),
                                      "Celery task run time, by task."),
@@ -43,3 +49,4 @@ BUDGET_PERIODS = ("hour", "day", "total")
 
 # Names of the database counters (`metric_counters.metric`).
 INBOUND, REPLIES, SPEND, PROVIDER_ERRORS = "inbound", "replies", "spend", "provider_errors"
+PRICE_OVERRUNS = "price_overruns"

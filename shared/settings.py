@@ -37,6 +37,9 @@ class Settings:
     vonage_api_secret: str | None = None
     vonage_rest_host: str | None = None
     vonage_signature_secret: str | None = None
+    # Only the web reads it: with SMS_PROVIDER=vonage and no signature secret, `web`
+    # starts only when this was set on purpose (ingest.create_app).
+    allow_unsigned_webhooks: bool = False
     vonage_signature_method: str = "sha256"
     secret_key: str = ""
     evidence_key: str = ""
@@ -52,8 +55,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
-                 require_keys: bool = True) -> Settings:
-        """Build settings from the environment; commands that use no key skip their check."""
+                 require_keys: bool = True, require_evidence_key: bool = True) -> Settings:
+        """Build settings from the environment; commands that use no key skip their check.
+
+        Without `require_evidence_key` (the web), RELOUS_EVIDENCE_KEY is not even read.
+        """
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -70,9 +76,10 @@ class Settings:
             vonage_api_secret=get("VONAGE_API_SECRET"),
             vonage_rest_host=get("VONAGE_REST_HOST"),
             vonage_signature_secret=get("VONAGE_SIGNATURE_SECRET"),
+            allow_unsigned_webhooks=_flag(env, "RELOUS_ALLOW_UNSIGNED_WEBHOOKS"),
             vonage_signature_method=(get("VONAGE_SIGNATURE_METHOD") or "sha256").lower(),
             secret_key=get("RELOUS_SECRET_KEY") or "",
-            evidence_key=get("RELOUS_EVIDENCE_KEY") or "",
+            evidence_key=(get("RELOUS_EVIDENCE_KEY") or "") if require_evidence_key else "",
             signature_max_age=_int(env, "RELOUS_SIGNATURE_MAX_AGE", 259200, minimum=1),
             metrics_token=get("METRICS_TOKEN"),
             rabbitmq_management_url=get("RABBITMQ_MANAGEMENT_URL"),
@@ -84,14 +91,14 @@ class Settings:
             evidence_retention_days=_int(env, "RELOUS_EVIDENCE_RETENTION_DAYS", 365,
                                          minimum=1),
         )
-        settings.validate(require_keys=require_keys)
+        settings.validate(require_keys=require_keys, require_evidence_key=require_evidence_key)
         return settings
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the demo build through this)."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
-    def validate(self, *, require_keys: bool = True) -> None:
+    def validate(self, *, require_keys: bool = True, require_evidence_key: bool = True) -> None:
         """Raise ConfigError naming the first variable that is wrong."""
         if not re.match(r"^(postgres(ql)?|sqlite)://", self.database_url):
             raise ConfigError("DATABASE_URL must start with postgresql:// or sqlite:///")
@@ -120,7 +127,7 @@ class Settings:
             )
         if self.evidence_key:
             _check_fernet_key(self.evidence_key)
-        else:
+        elif require_evidence_key:
             raise ConfigError("RELOUS_EVIDENCE_KEY is required; `relous keys` prints one")
 
     @property
@@ -144,6 +151,15 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0,
     if value < minimum or (maximum is not None and value > maximum):
         raise ConfigError(f"{name} must be between {minimum} and {maximum or 'any'}, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """`1` is on, unset, empty or `0` off; anything else (`true`, `yes`) is refused rather
+    than guessed, since these flags weaken a defence."""
+    raw = env.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 1 (on) or 0/unset (off), got {raw!r}")
+    return raw == "1"
 
 
 def _check_fernet_key(key: str) -> None:

@@ -5,7 +5,8 @@ the server has a certificate for 127.0.0.1 from a throwaway CA (trustme), and cl
 trust it through REQUESTS_CA_BUNDLE. Answers follow the real response shape
 (`message-count`, `messages[]` with `status`, `message-id`, `message-price`,
 `remaining-balance`, `network`, `client-ref`), one entry per billed part, and can be told
-to answer throttled (status 1), other statuses, HTTP errors, slowly, or not at all.
+to answer throttled (status 1), other statuses, HTTP errors, slowly, or not at all, to
+leave out `message-price`, or to answer with a corrupt TLS record after reading the POST.
 
 Run alone: `python -m tests.fake_vonage --port 8443 --ca-out /tmp/fake-ca.pem`.
 """
@@ -16,7 +17,9 @@ import argparse
 import base64
 import itertools
 import json
+import os
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
@@ -33,6 +36,10 @@ import trustme
 from shared.rules.segments import encode
 
 PRICE_PER_PART = Decimal("0.0333")
+# `handle`'s answer for `drop="corrupt"`: the SMS went out, the reply is a corrupt TLS record.
+CORRUPT = "corrupt"
+CORRUPT_RECORD = b"\x17\x03\x03\x00\x20" + b"\x5a" * 32  # TLS data no key decrypts
+Answer = tuple[int, dict] | tuple[int, dict, dict[str, str]] | str | None
 
 
 @dataclass
@@ -54,14 +61,19 @@ class Behaviour:
     `drop`: after the delay, close the connection without an answer, having sent the SMS
     (`"sent"`: the answer is lost on the way back) or not (`"unsent"`: the provider hangs
     up, or hangs past the client's time-out). A delay alone longer than the client's
-    time-out is another case: the client gives up, the SMS still goes.
+    time-out is another case: the client gives up, the SMS still goes. `"corrupt"`: the
+    SMS is sent, then the answer is a corrupt TLS record (an SSL error after the request
+    left, while the answer is read).
     """
 
     status: str = "0"
     http_status: int = 200
     delay: float = 0.0
-    failed_parts: int = 0  # of a multipart send, the last N parts are refused (status 5)
-    drop: str = ""  # "", "sent" or "unsent"
+    failed_parts: int = 0  # of a multipart send, the last N parts are refused (part_status)
+    drop: str = ""  # "", "sent", "unsent" or "corrupt"
+    part_status: str = "5"  # the status of each refused part (failed_parts)
+    retry_after: str = ""  # with an HTTP error: a Retry-After header, when set
+    price: bool = True  # False: accepted parts come without `message-price`
 
 
 @dataclass
@@ -112,9 +124,8 @@ class FakeVonage:
             return sum((sms.price for sms in self.sent), Decimal(0))
 
     # --- protocol ----------------------------------------------------------------------
-    def handle(self, auth_header: str | None,
-               form: dict[str, str]) -> tuple[int, dict] | None:
-        """The HTTP status and JSON answer; None: hang up without answering."""
+    def handle(self, auth_header: str | None, form: dict[str, str]) -> Answer:
+        """(HTTP status, JSON[, headers]); None: hang up unanswered; CORRUPT: see `drop`."""
         with self._idle:
             self._in_flight += 1
         try:
@@ -124,8 +135,7 @@ class FakeVonage:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _answer(self, auth_header: str | None,
-                form: dict[str, str]) -> tuple[int, dict] | None:
+    def _answer(self, auth_header: str | None, form: dict[str, str]) -> Answer:
         with self._lock:
             self.requests += 1
             behaviour = self._script.popleft() if self._script else self.default
@@ -134,7 +144,8 @@ class FakeVonage:
         if behaviour.drop == "unsent":
             return None
         if behaviour.http_status != 200:
-            return behaviour.http_status, {"type": "error", "title": "scripted failure"}
+            headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
+            return behaviour.http_status, {"type": "error", "title": "scripted failure"}, headers
         if not self._authorised(auth_header, form):
             return 200, _error("4", "Bad Credentials")
         for required in ("from", "to", "text"):
@@ -157,13 +168,18 @@ class FakeVonage:
                 "remaining-balance": f"{balance:.8f}",
                 "message-price": f"{self.price_per_part:.8f}", "network": "20801",
             }
+            if not behaviour.price:
+                del entry["message-price"]
             if form.get("client-ref"):
                 entry["client-ref"] = form["client-ref"]
             messages.append(entry)
         for _ in range(behaviour.failed_parts):
-            messages.append({"status": "5", "error-text": "scripted part failure"})
+            messages.append({"status": behaviour.part_status,
+                             "error-text": "scripted part failure"})
         if behaviour.drop == "sent":
             return None
+        if behaviour.drop == "corrupt":
+            return CORRUPT
         return 200, {"message-count": str(len(messages)), "messages": messages}
 
     def _authorised(self, auth_header: str | None, form: dict[str, str]) -> bool:
@@ -201,11 +217,19 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is None:
             self.close_connection = True  # hang up: no status line, nothing sent
             return
+        if answer == CORRUPT:  # under TLS, on the raw socket: a record no key decrypts
+            with socket.socket(fileno=os.dup(self.connection.fileno())) as raw:
+                raw.sendall(CORRUPT_RECORD)
+            self.close_connection = True
+            return
+        assert isinstance(answer, tuple)
         self._answer(*answer)
 
-    def _answer(self, code: int, payload: dict) -> None:
+    def _answer(self, code: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

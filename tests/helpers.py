@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from vonage import Auth
@@ -65,7 +66,7 @@ FAKE_VONAGE = FakeVonageServer()
 
 TABLES = ("delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
           "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
-          "rate_buckets", "metric_counters")
+          "rate_buckets", "metric_counters", "parked_messages")
 
 
 def venv_bin() -> str:
@@ -135,3 +136,18 @@ def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datet
     """The inbound use case on one message."""
     [outcome] = judge_batch(tx, [sms], Keys(secret_key, evidence_key), now, lexicon)
     return outcome
+
+
+def batch_request(params: dict[str, Any]) -> Any:
+    """An inbound task as celery-batches hands it to `process_inbound`: from webhook fields
+    (validated as the web does), or any raw payload."""
+    from celery_batches import SimpleRequest
+
+    from shared.vonage.webhooks import parse_inbound
+
+    payload = parse_inbound(params).to_payload() if "messageId" in params else params
+    return SimpleRequest(id=str(params.get("messageId") or params.get("message_id") or "x"),
+                         name="relous.process_inbound",
+                         args=(payload,), kwargs={}, delivery_info={}, hostname="test",
+                         ignore_result=True, reply_to=None, correlation_id=None,
+                         request_dict={})

@@ -1,7 +1,6 @@
 """The inbound batch's acknowledgement policy: a message is acknowledged only once its
-batch has committed; it goes back to the queue when the database could not be used or
-the process running the batch died; a message the code cannot record is dropped alone,
-with an error naming it, so that it does not block its batch-mates forever.
+batch has committed, or once it is parked (workers/parking.py); it goes back to the queue
+when the database could not be used or the process running the batch died.
 """
 
 from __future__ import annotations
@@ -19,12 +18,13 @@ from celery_batches.trace import apply_batches_task
 from shared.rules.abuse import load_lexicon
 from shared.rules.messages import InboundSms
 from shared.settings import Settings
-from shared.store.db import DatabaseUnavailable, database_for
+from shared.store.db import Transaction, database_for
+from shared.store.failures import DatabaseContention, DatabaseUnavailable
+from shared.vonage.webhooks import is_identifier
 from workers.inbound import InboundOutcome, Keys, judge_batch
+from workers.parking import DONE, RETRY, park_message, record_or_park
 
 log = logging.getLogger(__name__)
-
-DONE, RETRY = "done", "retry"
 
 
 class InboundBatches(Batches):
@@ -66,39 +66,52 @@ class InboundBatches(Batches):
 
 def record_requests(settings: Settings, requests: list[SimpleRequest], now: datetime,
                     ) -> tuple[list[str], list[InboundOutcome]]:
-    """Record a batch of inbound task requests received at `now`: per request DONE or
-    RETRY (the database could not be used: back to the queue), and the outcomes of those
-    recorded."""
+    """Record a batch of inbound task requests received at `now`: per request DONE
+    (recorded or parked) or RETRY (back to the queue), and the outcomes recorded.
+
+    The batch is tried in one transaction; if it fails otherwise than by an unavailable
+    database, each message is tried alone, so that one that cannot be recorded is parked
+    without taking its batch-mates down.
+    """
+    db = database_for(settings.database_url)
     statuses = [DONE] * len(requests)
     messages: dict[int, InboundSms] = {}
     for index, request in enumerate(requests):
         try:
             messages[index] = InboundSms(**request.args[0])
+            if not is_identifier(messages[index].message_id):  # not from our web
+                raise KeyError("message_id")
         except (TypeError, IndexError, KeyError) as error:
-            log.error("inbound task %s: unreadable payload (%s), dropped", request.id,
-                      type(error).__name__)
+            messages.pop(index, None)
+            statuses[index] = park_message(db, settings, "inbound", str(request.id),
+                                           request.args, f"unreadable payload: "
+                                           f"{type(error).__name__}", now)
     indices = list(messages)
     try:
-        outcomes = record_messages(settings, [messages[i] for i in indices], now)
-    except DatabaseUnavailable as error:
-        log.warning("inbound batch of %s back to the queue: database unavailable (%s)",
-                    len(indices), error)
-        return [RETRY if index in messages else DONE for index in range(len(requests))], []
-    except Exception:
-        log.exception("inbound batch of %s failed; recording its messages one by one",
-                      len(indices))
-        outcomes = []
-        for index in list(indices):
-            try:
-                outcomes.extend(record_messages(settings, [messages[index]], now))
-            except DatabaseUnavailable:
-                statuses[index] = RETRY
-                indices.remove(index)
-            except Exception:
-                # A message this code cannot record would block the queue if requeued.
-                log.exception("inbound message %s could not be recorded, dropped",
-                              messages[index].message_id)
-                indices.remove(index)
+        return statuses, record_messages(settings, [messages[i] for i in indices], now)
+    except (DatabaseUnavailable, DatabaseContention) as error:
+        # A lock wait that timed out is logged: a session holding a campaign's row (an
+        # operator's open transaction…) is visible here, not silent.
+        log.warning("inbound batch of %s back to the queue: database %s (%s)", len(indices),
+                    "unavailable" if isinstance(error, DatabaseUnavailable) else "contention",
+                    error)
+        return [RETRY if index in messages else status
+                for index, status in enumerate(statuses)], []
+    except Exception as error:
+        log.warning("inbound batch of %s failed (%s); recording its messages one by one",
+                    len(indices), type(error).__name__)
+    outcomes = []
+    for index in indices:
+        sms = messages[index]
+
+        def judge_alone(tx: Transaction, sms: InboundSms = sms) -> InboundOutcome:
+            return judge_batch(tx, [sms], _keys(settings), now,
+                               load_lexicon(settings.lexicon_path))[0]
+
+        statuses[index], outcome = record_or_park(db, settings, "inbound", sms.message_id,
+                                                  sms.to_payload(), judge_alone, now)
+        if outcome is not None:
+            outcomes.append(outcome)
     return statuses, outcomes
 
 
@@ -106,5 +119,9 @@ def record_messages(settings: Settings, messages: list[InboundSms],
                     now: datetime) -> list[InboundOutcome]:
     """One transaction of the inbound use case."""
     with database_for(settings.database_url).transaction() as tx:
-        return judge_batch(tx, messages, Keys(settings.secret_key, settings.evidence_key), now,
+        return judge_batch(tx, messages, _keys(settings), now,
                            load_lexicon(settings.lexicon_path))
+
+
+def _keys(settings: Settings) -> Keys:
+    return Keys(settings.secret_key, settings.evidence_key)

@@ -10,6 +10,7 @@ reply windows, which the batch keeps.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,13 +18,14 @@ from typing import Any
 
 from shared.metrics import INBOUND
 from shared.rules import abuse
-from shared.rules.abuse import BLOCK, REPLY, CampaignStats, SenderStats
+from shared.rules.abuse import BLOCK, REPLY, SUPPRESS, CampaignStats, SenderStats
 from shared.rules.campaign import Campaign
 from shared.rules.messages import InboundSms
-from shared.rules.phones import pseudonym
+from shared.rules.phones import destination_verdict, pseudonym
 from shared.rules.replies import ReplyDecision, decide_reply
 from shared.store import campaigns, counters, evidence, inbound, replies, senders
 from shared.store.db import Transaction
+from shared.vault import seal
 
 # Prefix clustering compares senders' numbers without their last digits (keyed, like the
 # pseudonyms, so the prefix itself is not stored).
@@ -98,14 +100,14 @@ class _Batch:
         campaign = self.campaign(sms.to)
         if campaign is None:
             inbound_id = inbound.insert_inbound(
-                tx, sms.message_id, None, sms, sender, sms.text, abuse.fingerprint(sms.text),
+                tx, sms.message_id, None, sms, sender, sms.text, text_key(sms.text),
                 now, "unroutable", "no campaign answers on this number")
             return InboundOutcome("unroutable" if inbound_id else "duplicate", None)
         prefix_group = pseudonym(sms.msisdn[:-PREFIX_HIDDEN_DIGITS], self.keys.secret_key)
         if sms.concat_ref is None:
             inbound_id = inbound.insert_inbound(
                 tx, sms.message_id, campaign.id, sms, sender, sms.text,
-                abuse.fingerprint(sms.text), now, "pending", "")
+                text_key(sms.text), now, "pending", "")
             if inbound_id is None:
                 return InboundOutcome("duplicate", campaign.number)
             state = self.lock_sender(campaign.id, sender, prefix_group)
@@ -113,19 +115,21 @@ class _Batch:
         else:
             if not inbound.insert_part(tx, campaign.id, sender, sms, now):
                 return InboundOutcome("duplicate", campaign.number)
-            # The sender's row lock serialises its parts: the last part to commit sees them all.
-            state = self.lock_sender(campaign.id, sender, prefix_group)
+            # The sender's row lock serialises its parts: the last part to commit sees them
+            # all. The whole SMS counts as one message (a first contact stays one).
+            self.lock_sender(campaign.id, sender, prefix_group, new_message=False)
             assembled = self.assemble(campaign.id, sender, sms)
             if assembled is None:
                 return InboundOutcome("partial", campaign.number)
             inbound_id, text = assembled
+            state = self.lock_sender(campaign.id, sender, prefix_group)
         return self.decide(campaign, sms, sender, prefix_group, state, inbound_id, text)
 
     def decide(self, campaign: Campaign, sms: InboundSms, sender: str, prefix_group: str,
                state: dict[str, Any], inbound_id: int, text: str) -> InboundOutcome:
         """Score a recorded message, then block, keep evidence or schedule its reply."""
         tx, now, rules = self.tx, self.now, campaign.rules
-        text_key = abuse.fingerprint(text)
+        key = text_key(text)
         window_ends_at = self.windows.get((campaign.id, sender), state["reply_window_ends_at"])
         listed = state["listed"]
         blocked = state["blocked_until"] is not None and state["blocked_until"] > now
@@ -133,19 +137,24 @@ class _Batch:
             sender_stats = SenderStats(0, 0, 0, 0, False, blocked=blocked, listed=listed)
             campaign_stats = CampaignStats(0, 0.0, 0, 0, campaign.storm_mode)
         else:
-            sender_stats = self.sender_stats(campaign.id, sender, text_key, state)
-            campaign_stats = self.campaign_stats(campaign, text_key, sender, prefix_group)
+            sender_stats = self.sender_stats(campaign.id, sender, key, state)
+            campaign_stats = self.campaign_stats(campaign, key, sender, prefix_group)
         verdict = abuse.score_message(rules, sender_stats, campaign_stats,
                                       abuse.lexicon_hits(text, self.lexicon))
         reasons = list(verdict.reasons)
         if self.keys.evidence_key and verdict.score >= rules.suppress_score:
             evidence.keep_evidence(tx, campaign.id, sender,
-                                   _encrypt(sms.msisdn, self.keys.evidence_key),
+                                   seal(sms.msisdn, self.keys.evidence_key),
                                    "; ".join(verdict.reasons), now)
         if verdict.verdict == BLOCK and not blocked and listed != "block":
             senders.block_sender(tx, campaign.id, sender, abuse.block_until(rules, now))
         decision = None
-        if verdict.verdict == REPLY:
+        gate = destination_verdict(sms.msisdn, campaign.number, rules.reply_countries) \
+            if verdict.verdict == REPLY else None
+        if gate is not None:  # money by construction: beats every list and rule
+            decision = ReplyDecision(SUPPRESS, (gate,))
+            reasons.append(gate)
+        elif verdict.verdict == REPLY:
             decision = decide_reply(campaign, window_ends_at, now)
             reasons.extend(decision.reasons)
         final = decision.verdict if decision else verdict.verdict
@@ -164,8 +173,10 @@ class _Batch:
             self._campaigns[number] = campaigns.lock_campaign(self.tx, number)
         return self._campaigns[number]
 
-    def lock_sender(self, campaign_id: int, sender: str, prefix_group: str) -> dict[str, Any]:
-        state = senders.lock_sender(self.tx, campaign_id, sender, prefix_group, self.now)
+    def lock_sender(self, campaign_id: int, sender: str, prefix_group: str,
+                    new_message: bool = True) -> dict[str, Any]:
+        state = senders.lock_sender(self.tx, campaign_id, sender, prefix_group, self.now,
+                                    new_message=new_message)
         if state["message_count"] == 1:  # a sender new to the campaign: counts go up
             if campaign_id in self._new_senders:
                 recent, baseline = self._new_senders[campaign_id]
@@ -224,7 +235,7 @@ class _Batch:
 
     def assemble(self, campaign_id: int, sender: str, sms: InboundSms) -> tuple[int, str] | None:
         """When every part of a concatenated SMS is here, record it once; else None."""
-        rows = inbound.unassembled_parts(self.tx, campaign_id, sender, sms)
+        rows = inbound.unassembled_parts(self.tx, campaign_id, sender, sms, self.now)
         first_of_each: dict[int, dict[str, Any]] = {}
         for row in rows:
             first_of_each.setdefault(row["part"], row)
@@ -234,7 +245,7 @@ class _Batch:
         text = "".join(part["text"] for part in parts)
         inbound_id = inbound.insert_inbound(
             self.tx, "concat:" + parts[0]["provider_message_id"], campaign_id, sms, sender,
-            text, abuse.fingerprint(text), self.now, "pending", "", parts=len(parts))
+            text, text_key(text), self.now, "pending", "", parts=len(parts))
         assert inbound_id is not None  # parts are unique, so their whole is new
         inbound.link_parts(self.tx, inbound_id, [row["provider_message_id"] for row in rows])
         return inbound_id, text
@@ -247,7 +258,8 @@ class _Batch:
         expires_at = decision.due_at + timedelta(seconds=campaign.rules.reply_freshness_seconds)
         self.replies.append({"campaign": campaign.id, "sender": sender, "inbound": inbound_id,
                              "to": msisdn, "text": campaign.reply_text, "due": decision.due_at,
-                             "expires": expires_at, "now": self.now})
+                             "expires": expires_at, "window": decision.window_ends_at,
+                             "now": self.now})
         return InboundOutcome("reply", campaign.number, decision.due_at, campaign.id)
 
     def count(self, metric: str, campaign: str, label: str) -> None:
@@ -280,7 +292,9 @@ def _new_sender_rates(tx: Transaction, campaign: Campaign, now: datetime) -> tup
     return recent, baseline
 
 
-def _encrypt(number: str, evidence_key: str) -> str:
-    from cryptography.fernet import Fernet
-
-    return Fernet(evidence_key).encrypt(number.encode()).decode()
+def text_key(text: str) -> str:
+    """What the same-text signals compare and the database indexes: a fixed-length hash of
+    the text's fingerprint (an SMS is unbounded; an index row is not). Empty for texts too
+    short to compare."""
+    fingerprint = abuse.fingerprint(text)
+    return hashlib.sha256(fingerprint.encode()).hexdigest()[:32] if fingerprint else ""

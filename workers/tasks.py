@@ -18,11 +18,12 @@ from celery_batches import SimpleRequest
 from shared.rules.messages import DeliveryReceipt
 from shared.settings import Settings
 from shared.store import receipts, replies
-from shared.store.db import DatabaseUnavailable, database_for
+from shared.store.db import database_for
 from shared.vonage.sms import SmsProvider, build_provider
 from workers import housekeeping, sending
 from workers.app import INBOUND_BATCH, settings
 from workers.batching import InboundBatches, record_requests
+from workers.parking import RETRY, park_message, record_or_park
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +78,26 @@ def send_due_replies(campaign_id: int) -> dict[str, Any]:
 
 @shared_task(name="relous.apply_receipt")
 def apply_receipt(payload: dict[str, Any]) -> dict[str, Any]:
-    """Fold one delivery receipt into its reply (status, error code, final price)."""
-    receipt = DeliveryReceipt(**payload)
+    """Fold one delivery receipt into its reply (status, error code, final price); park it
+    when it cannot be recorded, give it back to the queue while the database is down."""
+    current = settings()
+    db, now = database_for(current.database_url), _now()
+    key = str(payload.get("message_id", "")) if isinstance(payload, dict) else ""
     try:
-        with database_for(settings().database_url).transaction() as tx:
-            result = receipts.apply_receipt(tx, receipt, _now())
-    except DatabaseUnavailable as error:
-        # Acknowledging a failed task would lose the receipt: back to the queue.
-        log.warning("receipt %s back to the queue: database unavailable (%s)",
-                    receipt.message_id, error)
-        raise Reject(str(error), requeue=True) from error
-    log.info("receipt %s status=%s -> %s", receipt.message_id, receipt.status, result)
-    return {"message_id": receipt.message_id, "result": result}
+        receipt = DeliveryReceipt(**payload)
+    except (TypeError, KeyError) as error:
+        park_message(db, current, "receipt", key or "unreadable", payload,
+                     f"unreadable payload: {type(error).__name__}", now)
+        return {"message_id": key, "result": "parked"}
+    status, result = record_or_park(db, current, "receipt", receipt.message_id, payload,
+                                    lambda tx: receipts.apply_receipt(tx, receipt, now), now)
+    if status == RETRY:
+        # Acknowledging it would lose the receipt: back to the queue.
+        log.warning("receipt %s back to the queue: database unavailable", receipt.message_id)
+        raise Reject("database unavailable", requeue=True)
+    log.info("receipt %s status=%s -> %s", receipt.message_id, receipt.status,
+             result or "parked")
+    return {"message_id": receipt.message_id, "result": result or "parked"}
 
 
 @shared_task(name="relous.flush_due_replies")
@@ -96,10 +105,14 @@ def flush_due_replies() -> dict[str, Any]:
     """Beat: expire stale replies, then start sending for every campaign with due ones."""
     with database_for(settings().database_url).transaction() as tx:
         campaign_ids, expired = housekeeping.due_campaigns(tx, _now())
+        incomplete = housekeeping.expire_parts(tx, _now())
     for campaign_id in campaign_ids:
         _hand_over(campaign_id)
     if expired:
         log.warning("%s replies expired unsent (budget, pause or provider)", expired)
+    if incomplete:
+        log.warning("%s concatenated SMS never completed: recorded, suppressed",
+                    len(incomplete))
     return {"campaigns": len(campaign_ids), "expired": expired}
 
 

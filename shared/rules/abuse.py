@@ -19,7 +19,6 @@ evening (they get one reply; the window rule, not a penalty, keeps it to one).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -27,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from shared.rules.campaign import CampaignRules
+from shared.rules.skeleton import fold
 
 REPLY, SUPPRESS, BLOCK = "reply", "suppress", "block"
 MIN_FINGERPRINT_LENGTH = 12
@@ -113,18 +113,23 @@ def score_message(rules: CampaignRules, sender: SenderStats, campaign: CampaignS
     return Verdict(REPLY, total, reasons)
 
 
-def next_storm_mode(rules: CampaignRules, storm_mode: bool, per_minute: float) -> bool:
-    """Storm mode with hysteresis: on above the threshold, off below a fraction of it."""
+def next_storm_mode(rules: CampaignRules, storm_mode: bool, per_minute: float,
+                    changed_at: datetime | None, now: datetime) -> bool:
+    """Storm mode with hysteresis and a minimum hold: on above the threshold at once, off
+    below a fraction of it but never within `storm_min_hold_seconds` of being switched on,
+    so that bursts spaced just over a minute apart cannot flap it (at most two changes per
+    hold). Entering is never delayed: protection first."""
     if storm_mode:
-        return per_minute >= rules.storm_threshold_per_minute * rules.storm_exit_ratio
+        held = (changed_at is not None
+                and now - changed_at < timedelta(seconds=rules.storm_min_hold_seconds))
+        return held or per_minute >= rules.storm_threshold_per_minute * rules.storm_exit_ratio
     return per_minute > rules.storm_threshold_per_minute
 
 
 def normalise(text: str) -> str:
-    """Lower case, no accents, no punctuation, single spaces: what rules compare."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    letters = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(re.sub(r"[^a-z0-9]+", " ", letters).split())
+    """Lower case, no accents, invisibles or look-alikes (`fold`), no punctuation, single
+    spaces: what the lexicon, the fingerprint and the same-text counts compare."""
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", fold(text).lower()).split())
 
 
 def fingerprint(text: str) -> str:

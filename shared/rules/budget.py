@@ -3,13 +3,19 @@
 Every send reserves its estimated cost first, against the hourly, daily and total caps of
 its campaign, and settles with the price the provider reported. The storage layer applies
 these rules under the campaign's budget row lock (`shared.store.reserve_budget`).
+
+With a time zone (IANA name, e.g. "Europe/Paris") a day starts at local midnight, so a
+daily cap resets when the campaign's day does, not at 00:00 UTC (01:00 or 02:00 in Paris);
+days are computed on local dates, so a 23- or 25-hour DST day is still one day. Without a
+zone, periods are those of `now` as given (UTC in the service), as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from shared.rules.segments import encode
 
@@ -22,12 +28,41 @@ def estimate_cost(text: str, price_per_segment: Decimal,
     return encode(text).segments * max(price_per_segment, observed_price_per_segment)
 
 
-def hour_start(now: datetime) -> datetime:
-    return now.replace(minute=0, second=0, microsecond=0)
+def _local(now: datetime, zone: str) -> datetime:
+    return (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(ZoneInfo(zone))
 
 
-def day_start(now: datetime) -> datetime:
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+def _back(local: datetime, now: datetime) -> datetime:
+    """`local` in the representation of `now` (naive `now` is read as UTC)."""
+    if now.tzinfo:
+        return local.astimezone(now.tzinfo)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def _midnight(day: date, zone: str) -> datetime:
+    """The first instant of `day` in `zone` (a midnight skipped by DST resolves forward)."""
+    return datetime.combine(day, time(0), ZoneInfo(zone)).astimezone(UTC)
+
+
+def hour_start(now: datetime, zone: str | None = None) -> datetime:
+    """Start of the hour of `now` (in `zone` if given: half-hour offsets differ)."""
+    if zone is None:
+        return now.replace(minute=0, second=0, microsecond=0)
+    return _back(_local(now, zone).replace(minute=0, second=0, microsecond=0), now)
+
+
+def day_start(now: datetime, zone: str | None = None) -> datetime:
+    """Start of the day of `now`: midnight of `now`'s date in `zone` if given."""
+    if zone is None:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _back(_midnight(_local(now, zone).date(), zone), now)
+
+
+def next_day_start(now: datetime, zone: str | None = None) -> datetime:
+    """When the next day starts (24 h later without a zone, local midnight with one)."""
+    if zone is None:
+        return day_start(now) + timedelta(days=1)
+    return _back(_midnight(_local(now, zone).date() + timedelta(days=1), zone), now)
 
 
 @dataclass(frozen=True)
@@ -43,9 +78,9 @@ class BudgetState:
     day_used: Decimal
     total_used: Decimal
 
-    def rolled(self, now: datetime) -> BudgetState:
-        """The same budget seen at `now`: a new hour or day starts from zero."""
-        hour, day = hour_start(now), day_start(now)
+    def rolled(self, now: datetime, zone: str | None = None) -> BudgetState:
+        """The same budget seen at `now`: a new hour or day (in `zone`) starts from zero."""
+        hour, day = hour_start(now, zone), day_start(now, zone)
         return BudgetState(
             self.hourly_cap, self.daily_cap, self.total_cap,
             hour, self.hour_used if self.hour_start == hour else Decimal(0),
@@ -71,11 +106,12 @@ class BudgetState:
             used += cost
         return len(costs)
 
-    def next_room(self, now: datetime) -> datetime | None:
-        """When more room can appear (the next hour or day), None if only the total blocks."""
+    def next_room(self, now: datetime, zone: str | None = None) -> datetime | None:
+        """When more room can appear (the next hour or day, in `zone`), None if only the
+        total blocks."""
         remaining = self.remaining()
         if remaining["total"] is not None and remaining["total"] <= 0:
             return None
         if remaining["day"] is not None and remaining["day"] <= 0:
-            return day_start(now) + timedelta(days=1)
-        return hour_start(now) + timedelta(hours=1)
+            return next_day_start(now, zone)
+        return hour_start(now, zone) + timedelta(hours=1)

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from shared.rules.phones import default_time_zone, parse_reply_countries
+
+
+def _countries(raw: str) -> str:
+    return ",".join(parse_reply_countries(raw))
+
+
+# How each string knob is checked and written back (a bad value raises ValueError).
+_STRING_KNOBS = {"reply_countries": _countries}
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,12 @@ class CampaignRules:
     block_seconds: int = 86400
     storm_threshold_per_minute: int = 120
     storm_exit_ratio: float = 0.5
+    # Ten minutes: two raid windows, so bursts spaced over a minute apart (the 2017 raids')
+    # change the mode at most twice per ten minutes; returning senders wait that at most.
+    storm_min_hold_seconds: int = 600
     reply_freshness_seconds: int = 6 * 3600
+    # ISO 3166 codes ("FR,BE") whose mobiles may get a reply; "" = the campaign number's.
+    reply_countries: str = ""
 
     @property
     def raid_window(self) -> timedelta:
@@ -51,6 +66,9 @@ class CampaignRules:
         for key, raw in changes.items():
             if key not in types:
                 raise ValueError(f"unknown rule {key!r}; known: {', '.join(sorted(types))}")
+            if types[key] in ("str", str):
+                data[key] = _STRING_KNOBS.get(key, str.strip)(raw)
+                continue
             try:
                 value = float(raw) if types[key] in ("float", float) else int(raw)
             except ValueError:
@@ -59,7 +77,6 @@ class CampaignRules:
                 raise ValueError(f"{key} must not be negative")
             data[key] = value
         return CampaignRules(**data)
-
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,19 @@ class Campaign:
     rules: CampaignRules = field(default_factory=CampaignRules)
     storm_mode: bool = False
     observed_price_per_segment: Decimal = Decimal(0)
+    storm_changed_at: datetime | None = None
+    # Why sending is halted (a price overrun), until a person resumes it; None: it is not.
+    sending_halted_reason: str | None = None
+
+    @property
+    def sending_halted(self) -> bool:
+        return self.sending_halted_reason is not None
+
+    @property
+    def time_zone(self) -> str:
+        """Where the campaign's days start, for its daily cap: its number's zone
+        (Europe/Paris for +33), UTC when that is not one zone."""
+        return default_time_zone(self.number)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Campaign:
@@ -88,4 +118,6 @@ class Campaign:
             allow_multipart=bool(row["allow_multipart"]), paused=bool(row["paused"]),
             rules=CampaignRules.from_json(row["rules"]), storm_mode=bool(row["storm_mode"]),
             observed_price_per_segment=Decimal(str(row["observed_price_per_segment"])),
+            storm_changed_at=row.get("storm_changed_at"),
+            sending_halted_reason=row.get("sending_halted_reason"),
         )

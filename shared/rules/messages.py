@@ -59,3 +59,9 @@ class SendResult:
     @property
     def price(self) -> Decimal:
         return sum((part.price or Decimal(0) for part in self.parts), Decimal(0))
+
+    @property
+    def price_known(self) -> bool:
+        """True when every part carries the provider's price; False when any lacks it (or
+        there is no part): `price` is then not what was billed, settle at the estimate."""
+        return bool(self.parts) and all(part.price is not None for part in self.parts)

@@ -2,6 +2,11 @@
 
 Vonage does not detect the encoding: the sender must set `type=unicode` when any
 character is outside GSM-7, and each extra segment is billed. Pure functions.
+
+A multipart SMS splits on characters, not units: a GSM-7 escape pair (€, [, ...) never
+straddles two 153-septet parts and a UCS-2 surrogate pair (emoji) never straddles two
+67-unit parts, so a part may end one unit short. Counting units / 153 underestimates
+the bill (152 + € + 152 is 306 septets, yet three parts); `encode` counts the real split.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Encoding:
     segments: int
     units: int
     non_gsm_characters: tuple[str, ...]
+    naive_segments: int = 0  # units / part size, what a count that ignores pairs says
 
     @property
     def name(self) -> str:
@@ -40,16 +46,36 @@ def non_gsm_characters(text: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _units(char: str, gsm7: bool) -> int:
+    if gsm7:
+        return 2 if char in _EXTENDED else 1
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def split_parts(text: str) -> tuple[str, ...]:
+    """`text` as the parts a multipart SMS carries: no pair ever straddles two parts."""
+    gsm7 = not non_gsm_characters(text)
+    single, multi = (160, 153) if gsm7 else (70, 67)
+    if sum(_units(char, gsm7) for char in text) <= single:
+        return (text,)
+    parts: list[str] = []
+    start = used = 0
+    for index, char in enumerate(text):
+        size = _units(char, gsm7)
+        if used + size > multi:
+            parts.append(text[start:index])
+            start, used = index, 0
+        used += size
+    parts.append(text[start:])
+    return tuple(parts)
+
+
 def encode(text: str) -> Encoding:
-    """Encoding, length in units and segment count of `text`."""
+    """Encoding, length in units and segment count of `text` (the real split)."""
     outside = non_gsm_characters(text)
-    if outside:
-        units = len(text.encode("utf-16-le")) // 2
-        single, multi = 70, 67
-        vonage_type = "unicode"
-    else:
-        units = sum(2 if char in _EXTENDED else 1 for char in text)
-        single, multi = 160, 153
-        vonage_type = "text"
-    segments = 1 if units <= single else -(-units // multi)
-    return Encoding(vonage_type, segments, units, outside)
+    gsm7 = not outside
+    units = sum(_units(char, gsm7) for char in text)
+    single, multi = (160, 153) if gsm7 else (70, 67)
+    naive = 1 if units <= single else -(-units // multi)
+    return Encoding("text" if gsm7 else "unicode", len(split_parts(text)), units, outside,
+                    naive)

@@ -55,6 +55,10 @@ def describe(report: TemplateReport) -> list[str]:
     encoding = report.encoding
     lines = [f"encoding: {encoding.name} ({encoding.units} units)",
              f"segments: {encoding.segments}", f"cost: {report.cost} EUR per reply"]
+    if encoding.segments > encoding.naive_segments:
+        lines.append(f"split: {encoding.segments} parts, not {encoding.naive_segments}: "
+                     f"a {'GSM-7 escape' if encoding.vonage_type == 'text' else 'surrogate'}"
+                     " pair cannot straddle two parts")
     if encoding.non_gsm_characters:
         shown = " ".join(repr(char) for char in encoding.non_gsm_characters)
         lines.append(f"forcing UCS-2: {shown}")

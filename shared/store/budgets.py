@@ -1,8 +1,11 @@
-"""The money ledger: each campaign's caps and what is used in each period (`budgets`),
-and the reservations replies hold (`replies.reserved`).
+"""The money ledger: each campaign's caps and what is used in each period (`budgets`).
 
-Every send reserves its estimated cost under the campaign's budget row lock, then settles
-to the reported price (sent), to nothing (not sent) or keeps it (maybe sent).
+What the budgets count for each reply is `replies.charged`: its estimated cost from the
+claim (under the campaign's budget row lock), then the reported price (sent), nothing
+(not sent) or still the estimate (maybe sent). It changes only in the statement that
+changes the reply's state, and `apply_charges` moves the budgets by what that statement
+returned, in the same transaction. Invariant: for each campaign, `total_used` is the sum
+of its replies' `charged`, and `spent` that sum over the replies billed by the provider.
 """
 
 from __future__ import annotations
@@ -23,60 +26,66 @@ _CAP_UPDATES = {
 }
 
 
-def lock_budget(tx: Transaction, campaign_id: int, now: datetime) -> BudgetState:
-    """The campaign's budget, locked until commit, as seen at `now`."""
+def lock_budget(tx: Transaction, campaign_id: int, now: datetime,
+                zone: str | None = None) -> BudgetState:
+    """The campaign's budget, locked until commit, as seen at `now` (its days start at
+    midnight in `zone`)."""
     tx.execute(
         "INSERT INTO budgets (campaign_id, hour_start, day_start)"
         " VALUES (%(campaign)s, %(hour)s, %(day)s) ON CONFLICT (campaign_id) DO NOTHING",
-        {"campaign": campaign_id, "hour": hour_start(now), "day": day_start(now)},
+        {"campaign": campaign_id, "hour": hour_start(now, zone), "day": day_start(now, zone)},
     )
     row = tx.execute("SELECT * FROM budgets WHERE campaign_id = %(campaign)s FOR UPDATE",
                      {"campaign": campaign_id}).fetchone()
-    return _budget_state(row).rolled(now)
+    return _budget_state(row).rolled(now, zone)
 
 
-def reserve(tx: Transaction, campaign_id: int, budget: BudgetState, amount: Decimal) -> None:
-    """Add `amount` to every period of a budget locked by `lock_budget` (and rolled)."""
+def persist_roll(tx: Transaction, campaign_id: int, budget: BudgetState) -> None:
+    """Store the current periods of a budget locked by `lock_budget` (a new hour or day
+    starts from zero), so that charges of this hour and day land in it."""
     tx.execute(
         "UPDATE budgets SET hour_start = %(hour)s, hour_used = %(hour_used)s,"
-        " day_start = %(day)s, day_used = %(day_used)s, total_used = %(total_used)s"
-        " WHERE campaign_id = %(campaign)s",
-        {"hour": budget.hour_start, "hour_used": budget.hour_used + amount,
-         "day": budget.day_start, "day_used": budget.day_used + amount,
-         "total_used": budget.total_used + amount, "campaign": campaign_id},
+        " day_start = %(day)s, day_used = %(day_used)s WHERE campaign_id = %(campaign)s",
+        {"hour": budget.hour_start, "hour_used": budget.hour_used, "day": budget.day_start,
+         "day_used": budget.day_used, "campaign": campaign_id},
     )
 
 
-def settle(tx: Transaction, reply_id: int, actual: Decimal, *, extra: bool = False) -> None:
-    """Replace a reply's reservation by what it actually cost (0 when nothing was sent).
+# What a change of a reply's state returns for its money to move (shared/store/replies.py):
+# RETURNING these columns, `charge_delta` set in the same statement.
+CHARGE_COLUMNS = ("id, campaign_id, sender, charge_delta, charged, reserved, reserved_hour,"
+                  " reserved_day, window_ends_at")
 
-    With `extra`, `actual` is a cost learnt later (a part adopted from its receipt): it
-    replaces the reservation if the reply still holds one, else it adds to the spend.
-    A period that has rolled over since the reservation is left alone: its counter
-    already started again from zero.
-    """
-    row = tx.execute(
-        "SELECT campaign_id, reserved, reserved_hour, reserved_day FROM replies"
-        " WHERE id = %(id)s", {"id": reply_id},
-    ).fetchone()
-    if row is None or (row["reserved"] is None and not extra):
+
+def apply_charges(tx: Transaction, rows: list[dict[str, Any]]) -> None:
+    """Move the budgets by the `charge_delta` of replies whose state just changed (rows
+    RETURNING `CHARGE_COLUMNS`). A period that has rolled over since the charge was made
+    is left alone: its counter already started again from zero."""
+    for row in rows:
+        delta = Decimal(str(row["charge_delta"]))
+        if delta:
+            tx.execute(
+                "UPDATE budgets SET"
+                " hour_used = CASE WHEN hour_start = %(hour)s THEN hour_used + %(delta)s"
+                " ELSE hour_used END,"
+                " day_used = CASE WHEN day_start = %(day)s THEN day_used + %(delta)s"
+                " ELSE day_used END,"
+                " total_used = total_used + %(delta)s WHERE campaign_id = %(campaign)s",
+                {"hour": row["reserved_hour"], "day": row["reserved_day"], "delta": delta,
+                 "campaign": row["campaign_id"]},
+            )
+
+
+def record_spend(tx: Transaction, campaign_id: int, amount: Decimal) -> None:
+    """Money the provider billed (or, with no price reported, the estimate): it counts in
+    `budgets.spent` and `relous_spend_euros_total`."""
+    if not amount:
         return
-    delta = actual - Decimal(str(row["reserved"] or 0))
-    tx.execute(
-        "UPDATE budgets SET"
-        " hour_used = CASE WHEN hour_start = %(hour)s THEN hour_used + %(delta)s"
-        " ELSE hour_used END,"
-        " day_used = CASE WHEN day_start = %(day)s THEN day_used + %(delta)s ELSE day_used END,"
-        " total_used = total_used + %(delta)s, spent = spent + %(actual)s"
-        " WHERE campaign_id = %(campaign)s",
-        {"hour": row["reserved_hour"], "day": row["reserved_day"], "delta": delta,
-         "actual": actual, "campaign": row["campaign_id"]},
-    )
-    tx.execute("UPDATE replies SET reserved = NULL WHERE id = %(id)s", {"id": reply_id})
-    if actual:
-        number = tx.execute("SELECT number FROM campaigns WHERE id = %(id)s",
-                            {"id": row["campaign_id"]}).fetchone()["number"]
-        count(tx, SPEND, number, "", actual)
+    tx.execute("UPDATE budgets SET spent = spent + %(amount)s WHERE campaign_id = %(campaign)s",
+               {"amount": amount, "campaign": campaign_id})
+    number = tx.execute("SELECT number FROM campaigns WHERE id = %(id)s",
+                        {"id": campaign_id}).fetchone()["number"]
+    count(tx, SPEND, number, "", amount)
 
 
 def set_budget(tx: Transaction, number: str, now: datetime, **caps: Decimal | None) -> bool:
@@ -87,16 +96,17 @@ def set_budget(tx: Transaction, number: str, now: datetime, **caps: Decimal | No
     campaign = find_campaign(tx, number)
     if campaign is None:
         return False
-    lock_budget(tx, campaign.id, now)
+    lock_budget(tx, campaign.id, now, campaign.time_zone)
     for period, cap in caps.items():
         tx.execute(_CAP_UPDATES[period], {"cap": cap, "campaign": campaign.id})
     return True
 
 
-def budget_of(tx: Transaction, campaign_id: int, now: datetime) -> BudgetState | None:
+def budget_of(tx: Transaction, campaign_id: int, now: datetime,
+              zone: str | None = None) -> BudgetState | None:
     row = tx.execute("SELECT * FROM budgets WHERE campaign_id = %(campaign)s",
                      {"campaign": campaign_id}).fetchone()
-    return _budget_state(row).rolled(now) if row else None
+    return _budget_state(row).rolled(now, zone) if row else None
 
 
 def _budget_state(row: dict[str, Any]) -> BudgetState:

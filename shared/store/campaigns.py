@@ -11,7 +11,8 @@ from shared.store.db import Transaction
 
 _COLUMNS = (
     "id, number, reply_text, reply_delay_seconds, reply_window_seconds, price_per_segment,"
-    " allow_multipart, paused, rules, storm_mode, observed_price_per_segment"
+    " allow_multipart, paused, rules, storm_mode, observed_price_per_segment,"
+    " storm_changed_at, sending_halted_reason"
 )
 
 
@@ -66,9 +67,23 @@ def add_campaign(tx: Transaction, number: str, reply_text: str, *, delay_seconds
 
 
 def set_campaign_paused(tx: Transaction, number: str, paused: bool) -> bool:
-    cur = tx.execute("UPDATE campaigns SET paused = %(paused)s WHERE number = %(number)s",
-                     {"paused": paused, "number": number})
+    """Pause or resume a campaign's sending; resuming also lifts an automatic halt."""
+    cur = tx.execute(
+        "UPDATE campaigns SET paused = %(paused)s,"
+        " sending_halted_reason = CASE WHEN %(paused)s THEN sending_halted_reason END,"
+        " sending_halted_at = CASE WHEN %(paused)s THEN sending_halted_at END"
+        " WHERE number = %(number)s",
+        {"paused": paused, "number": number})
     return cur.rowcount == 1
+
+
+def halt_sending(tx: Transaction, campaign_id: int, reason: str, now: datetime) -> None:
+    """Stop a campaign's sending until a person resumes it (`relous campaign resume`);
+    the first reason is kept. Inbound is still recorded and decided."""
+    tx.execute(
+        "UPDATE campaigns SET sending_halted_reason = %(reason)s, sending_halted_at = %(now)s"
+        " WHERE id = %(id)s AND sending_halted_reason IS NULL",
+        {"reason": reason, "now": now, "id": campaign_id})
 
 
 def update_campaign(tx: Transaction, campaign_id: int, *, reply_text: str | None,

@@ -26,19 +26,16 @@ from urllib.parse import urlparse
 import psycopg
 import psycopg_pool
 
+from shared.store.failures import classify
+
 # Fixed width, so that SQLite compares timestamps correctly as text.
 SQLITE_TIMESTAMP = "%Y-%m-%d %H:%M:%S.%f+00:00"
+# No statement, lock wait or forgotten transaction of ours blocks the others for long: a
+# session idle in a transaction while holding a campaign's row would stop its inbound.
+SESSION_LIMITS = ("-c statement_timeout=30000 -c lock_timeout=10000"
+                  " -c idle_in_transaction_session_timeout=60000")
 _PARAM = re.compile(r"%\((\w+)\)s")
 _ROW_LOCK = re.compile(r"\s+FOR (NO KEY )?UPDATE( OF \w+)?( SKIP LOCKED)?", re.IGNORECASE)
-
-
-# The database was down, restarting, or a deadlock victim: worth another try later.
-_TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, sqlite3.OperationalError)
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database could not be used now (down, restarting, a deadlock): try again later.
-    Callers see this, never a driver's exception class."""
 
 
 class Cursor(Protocol):
@@ -72,7 +69,8 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One transaction: committed when the block ends, rolled back on an exception.
-        A transient failure of the database is raised as `DatabaseUnavailable`."""
+        A failure of the database is raised classified (shared/store/failures.py): callers
+        never see a driver's exception class."""
         try:
             if self.dialect == "sqlite":
                 with self._sqlite_transaction() as tx:
@@ -80,8 +78,8 @@ class Database:
             else:
                 with self._postgres_pool().connection() as conn, conn.transaction():
                     yield _PostgresTransaction(conn)
-        except _TRANSIENT_ERRORS as error:
-            raise DatabaseUnavailable(type(error).__name__) from error
+        except (psycopg.Error, psycopg_pool.PoolTimeout, sqlite3.Error) as error:
+            raise (classify(error) or error) from error
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
@@ -97,8 +95,8 @@ class Database:
         try:
             with psycopg.connect(self.url, connect_timeout=3) as conn:
                 conn.execute("SELECT 1").fetchone()
-        except _TRANSIENT_ERRORS as error:
-            raise DatabaseUnavailable(type(error).__name__) from error
+        except psycopg.Error as error:
+            raise (classify(error) or error) from error
 
     def _postgres_pool(self) -> Any:
         if self._pool is None or self._pool_pid != os.getpid():
@@ -109,7 +107,8 @@ class Database:
 
                     self._pool = ConnectionPool(
                         self.url, min_size=1, max_size=self._pool_size, open=True,
-                        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+                        kwargs={"row_factory": dict_row, "connect_timeout": 5,
+                                "options": SESSION_LIMITS},
                         timeout=10, name="relous",
                     )
                     self._pool_pid = os.getpid()
@@ -206,8 +205,13 @@ sqlite3.register_converter("NUMERIC", lambda raw: Decimal(raw.decode()))
 
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _DIALECT_WORDS = {
-    "postgresql": {"{{pk}}": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"},
-    "sqlite": {"{{pk}}": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"{{pk}}": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                   # the same key as workers/inbound.py's text_key
+                   "{{fingerprint_hash}}":
+                       "left(encode(sha256(convert_to(fingerprint, 'UTF8')), 'hex'), 32)"},
+    # SQLite has no sha256: the embedded default's old keys are cleared (a day of
+    # repetition counts starts again).
+    "sqlite": {"{{pk}}": "INTEGER PRIMARY KEY AUTOINCREMENT", "{{fingerprint_hash}}": "''"},
 }
 
 
@@ -238,18 +242,23 @@ def pending_migrations(db: Database) -> list[str]:
 
 
 def upgrade(db: Database) -> list[str]:
-    """Apply the migrations not yet applied, each in its own transaction; return their names."""
+    """Apply the migrations not yet applied, each in its own transaction; return their names.
+
+    On PostgreSQL every transaction first takes one advisory lock, before anything else:
+    two `release` processes at once run one after the other (creating
+    `schema_migrations` itself raced), the second seeing what the first applied. SQLite's
+    write transactions already run one at a time.
+    """
     applied_now = []
     with db.transaction() as tx:
+        _lock_migrations(tx)
         tx.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
         )
     for version, name, sql in migrations():
         with db.transaction() as tx:
-            if tx.dialect == "postgresql":
-                # Two `release` processes at once: the second waits, then sees the version.
-                tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            _lock_migrations(tx)
             done = tx.execute(
                 "SELECT 1 FROM schema_migrations WHERE version = %(version)s", {"version": version}
             ).fetchone()
@@ -266,6 +275,15 @@ def upgrade(db: Database) -> list[str]:
             )
             applied_now.append(name)
     return applied_now
+
+
+# The advisory lock of `relous db upgrade` ("relous" in ASCII): one key for every database.
+_MIGRATION_LOCK = 0x72656C6F7573
+
+
+def _lock_migrations(tx: Transaction) -> None:
+    if tx.dialect == "postgresql":
+        tx.execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": _MIGRATION_LOCK})
 
 
 def _statements(sql: str) -> list[str]:

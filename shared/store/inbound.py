@@ -7,7 +7,7 @@ part's id): a retried webhook or a redelivered task inserts nothing the second t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.rules.messages import InboundSms
@@ -27,7 +27,7 @@ def insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None,
         " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
         {"key": dedup_key, "campaign": campaign_id, "to": sms.to, "sender": sender,
          "text": text, "type": sms.type, "keyword": sms.keyword, "parts": parts,
-         "provider_ts": _provider_timestamp(sms.message_timestamp), "now": now,
+         "provider_ts": _provider_timestamp(sms.message_timestamp, now), "now": now,
          "verdict": verdict, "reasons": reasons, "fingerprint": text_key},
     ).fetchone()
     return int(row["id"]) if row else None
@@ -38,27 +38,77 @@ def insert_part(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
     """Keep one part of a concatenated SMS; False when this part was already here."""
     return tx.execute(
         "INSERT INTO inbound_parts (provider_message_id, campaign_id, sender, concat_ref,"
-        " part, total, text, received_at)"
+        " part, total, text, received_at, provider_timestamp)"
         " VALUES (%(id)s, %(campaign)s, %(sender)s, %(ref)s, %(part)s, %(total)s,"
-        " %(text)s, %(now)s)"
+        " %(text)s, %(now)s, %(provider_ts)s)"
         " ON CONFLICT (provider_message_id) DO NOTHING",
         {"id": sms.message_id, "campaign": campaign_id, "sender": sender,
          "ref": sms.concat_ref, "part": sms.concat_part, "total": sms.concat_total,
-         "text": sms.text, "now": now},
+         "text": sms.text, "now": now,
+         "provider_ts": _provider_timestamp(sms.message_timestamp, now)},
     ).rowcount == 1
 
 
-def unassembled_parts(tx: Transaction, campaign_id: int, sender: str,
-                      sms: InboundSms) -> list[dict[str, Any]]:
-    """The parts of the sender's SMS with this ref and total not yet assembled, by part."""
+# Parts of one SMS reach the provider within seconds: parts further apart than this (by
+# the provider's receive time, else ours) are not combined. A phone's 8-bit concat-ref is
+# reused after 256 long messages; an orphan older than this never joins a new message.
+PART_WINDOW = timedelta(minutes=10)
+
+
+def unassembled_parts(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
+                      now: datetime) -> list[dict[str, Any]]:
+    """The parts of the sender's SMS with this ref and total not yet assembled (or only
+    recorded as an orphan: a part retried late still completes its SMS), received within
+    PART_WINDOW of this part, by part."""
+    at = _provider_timestamp(sms.message_timestamp, now) or now
     return tx.execute(
         "SELECT provider_message_id, part, text FROM inbound_parts"
         " WHERE campaign_id = %(campaign)s AND sender = %(sender)s AND concat_ref = %(ref)s"
-        " AND total = %(total)s AND inbound_message_id IS NULL"
+        " AND total = %(total)s AND (inbound_message_id IS NULL OR EXISTS (SELECT 1 FROM"
+        " inbound_messages m WHERE m.id = inbound_parts.inbound_message_id"
+        " AND m.dedup_key LIKE 'orphan:%%'))"
+        " AND COALESCE(provider_timestamp, received_at) BETWEEN %(low)s AND %(high)s"
         " ORDER BY part, received_at, provider_message_id",
         {"campaign": campaign_id, "sender": sender, "ref": sms.concat_ref,
-         "total": sms.concat_total},
+         "total": sms.concat_total, "low": at - PART_WINDOW, "high": at + PART_WINDOW},
     ).fetchall()
+
+
+def stale_parts(tx: Transaction, before: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+    """Parts never assembled, received before `before`: their SMS will not complete."""
+    return tx.execute(
+        "SELECT p.provider_message_id, p.campaign_id, c.number, p.sender, p.concat_ref,"
+        " p.part, p.total, p.text, p.received_at, p.provider_timestamp"
+        " FROM inbound_parts p JOIN campaigns c ON c.id = p.campaign_id"
+        " WHERE p.inbound_message_id IS NULL AND p.received_at < %(before)s"
+        " ORDER BY p.campaign_id, p.sender, p.concat_ref, p.received_at LIMIT %(limit)s",
+        {"before": before, "limit": limit},
+    ).fetchall()
+
+
+def record_incomplete(tx: Transaction, parts: list[dict[str, Any]], text_key: str,
+                      reasons: str, now: datetime) -> int:
+    """Record what arrived of an SMS that never completed, as one suppressed message (so
+    that a flood of orphan parts is counted and seen), keyed `orphan:<first part id>`;
+    its parts stay available to a late sibling (`unassembled_parts`)."""
+    first = parts[0]
+    row = tx.execute(
+        "INSERT INTO inbound_messages (dedup_key, campaign_id, to_number, sender, text,"
+        " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
+        " fingerprint)"
+        " VALUES (%(key)s, %(campaign)s, %(to)s, %(sender)s, %(text)s, 'text', '',"
+        " %(parts)s, %(provider_ts)s, %(now)s, 'suppress', %(reasons)s, %(fingerprint)s)"
+        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        {"key": "orphan:" + first["provider_message_id"], "campaign": first["campaign_id"],
+         "to": first["number"], "sender": first["sender"],
+         "text": "".join(part["text"] for part in parts), "parts": len(parts),
+         "provider_ts": first["provider_timestamp"], "now": now, "reasons": reasons,
+         "fingerprint": text_key},
+    ).fetchone() or tx.execute(
+        "SELECT id FROM inbound_messages WHERE dedup_key = %(key)s",
+        {"key": "orphan:" + first["provider_message_id"]}).fetchone()
+    link_parts(tx, int(row["id"]), [part["provider_message_id"] for part in parts])
+    return int(row["id"])
 
 
 def link_parts(tx: Transaction, inbound_id: int, part_ids: Sequence[str]) -> None:
@@ -89,17 +139,32 @@ def write_verdicts(tx: Transaction, verdicts: Sequence[dict[str, Any]]) -> None:
             " score = %(score)s WHERE id = %(id)s", verdicts)
 
 
+# How far behind the provider's receive time a message may be recorded and still count
+# in `inbound_since` (the bound keeps the query on the `received_at` index).
+RECORDING_LAG = timedelta(minutes=10)
+
+
 def inbound_since(tx: Transaction, campaign_id: int, since: datetime) -> int:
-    """The campaign's inbound messages received after `since`."""
+    """The campaign's inbound messages the provider received after `since` (our receive
+    time when it gave none): a backlog drained late counts when it was sent."""
     row = tx.execute(
         "SELECT COUNT(*) AS n FROM inbound_messages WHERE campaign_id = %(campaign)s"
-        " AND received_at > %(since)s",
-        {"campaign": campaign_id, "since": since},
+        " AND received_at > %(recorded_since)s"
+        " AND COALESCE(provider_timestamp, received_at) > %(since)s",
+        {"campaign": campaign_id, "since": since, "recorded_since": since - RECORDING_LAG},
     ).fetchone()
     return int(row["n"])
 
 
-def _provider_timestamp(value: str | None) -> datetime | None:
+# Vonage retries a webhook for 24 hours: a receive time older than this, or in the future,
+# is not believed (a forged one would dodge the per-minute counts or the part window).
+PROVIDER_TIME_PAST = timedelta(hours=25)
+PROVIDER_TIME_FUTURE = timedelta(minutes=5)
+
+
+def _provider_timestamp(value: str | None, now: datetime) -> datetime | None:
+    """The provider's receive time, clamped to what can be true at `now`."""
     if not value:
         return None
-    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    at = datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    return min(max(at, now - PROVIDER_TIME_PAST), now + PROVIDER_TIME_FUTURE)

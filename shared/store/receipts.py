@@ -1,19 +1,29 @@
 """Delivery receipts: stored once per (message id, status, error code), folded into the
-reply they belong to (status, error code, final price)."""
+reply they belong to (status, error code, final price), whose charge then becomes the
+price the provider reported, once (shared/store/budgets.py)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 
-from shared.metrics import REPLIES
+from shared.metrics import PRICE_OVERRUNS, PROVIDER_ERRORS, REPLIES
 from shared.rules.messages import DeliveryReceipt, SentPart
-from shared.store.budgets import settle
+from shared.store.budgets import record_spend
+from shared.store.campaigns import halt_sending, observe_price
 from shared.store.counters import count
 from shared.store.db import Transaction
-from shared.store.replies import add_reply_parts
+from shared.store.replies import add_reply_parts, move
+
+log = logging.getLogger(__name__)
 
 FAILED_RECEIPT_STATUSES = {"expired", "failed", "rejected", "undelivered"}
+# Only a reply that may have gone out without our record adopts a part by client-ref.
+ADOPTING_STATUSES = ("sending", "unknown")
+# A reported price above this multiple of what was reserved is not believed: recorded on
+# the part and flagged (provider error `implausible_price`, a log), not charged.
+PLAUSIBLE_PRICE_MULTIPLE = 5
 
 
 def apply_receipt(tx: Transaction, receipt: DeliveryReceipt, now: datetime) -> str:
@@ -43,49 +53,72 @@ def apply_receipt(tx: Transaction, receipt: DeliveryReceipt, now: datetime) -> s
         {"status": receipt.status, "err": receipt.err_code, "price": price, "now": now,
          "id": receipt.message_id},
     )
-    return _settle_reply_status(tx, reply_id, now)
+    return _fold(tx, reply_id, now)
 
 
 def _reply_from_client_ref(tx: Transaction, receipt: DeliveryReceipt,
                            now: datetime) -> int | None:
-    """A receipt for a part we never recorded (worker lost mid-send): adopt it by client-ref."""
+    """A receipt for a part we never recorded (worker lost mid-send): adopt it by
+    client-ref, but only for a reply that may have gone out without our record."""
     if not (receipt.client_ref and receipt.client_ref.isdigit()):
         return None
-    row = tx.execute("SELECT id FROM replies WHERE id = %(id)s",
-                     {"id": int(receipt.client_ref)}).fetchone()
+    row = tx.execute(
+        "SELECT id FROM replies WHERE id = %(id)s AND status IN ('sending', 'unknown')",
+        {"id": int(receipt.client_ref)}).fetchone()
     if row is None:
         return None
     price = Decimal(receipt.price) if receipt.price else None
-    adopted = add_reply_parts(tx, row["id"], [SentPart(receipt.message_id, price)], now)
-    if adopted and price:
-        # It was billed: its price is spend (an `unknown` reply still held its reservation).
-        settle(tx, row["id"], price, extra=True)
+    add_reply_parts(tx, row["id"], [SentPart(receipt.message_id, price)], now)
     return int(row["id"])
 
 
-def _settle_reply_status(tx: Transaction, reply_id: int, now: datetime) -> str:
+def _fold(tx: Transaction, reply_id: int, now: datetime) -> str:
+    """The reply's status and charge from its parts' receipts.
+
+    Receipts only ever raise a charge: the reply is charged the higher of what it holds
+    (its reservation, or the send's price) and what its receipts report. A receipt never
+    frees room under a cap (a forged one, or one of several parts whose prices are not all
+    known yet, would), and a charge above the reservation halts sending like a send's."""
     before = tx.execute(
-        "SELECT r.status, c.number FROM replies r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE r.id = %(id)s", {"id": reply_id},
+        "SELECT r.status, r.reserved, r.segments, r.campaign_id, c.number FROM replies r"
+        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = %(id)s FOR UPDATE OF r",
+        {"id": reply_id},
     ).fetchone()
+    if before["status"] not in ("sent", "delivered", "unknown"):
+        return str(before["status"])
     parts = tx.execute(
         "SELECT status, price FROM reply_parts WHERE reply_id = %(id)s", {"id": reply_id}
     ).fetchall()
     statuses = {part["status"] for part in parts}
-    if statuses & FAILED_RECEIPT_STATUSES:
-        status = "failed"
-    elif statuses == {"delivered"}:
-        status = "delivered"
-    else:
-        status = "sent"
-    final_price = sum((Decimal(str(part["price"])) for part in parts if part["price"] is not None),
-                      Decimal(0))
-    tx.execute(
-        "UPDATE replies SET status = %(status)s, final_price = %(price)s, updated_at = %(now)s,"
-        " to_number = NULL"
-        " WHERE id = %(id)s AND status IN ('sent', 'delivered', 'unknown')",
-        {"status": status, "price": final_price, "now": now, "id": reply_id},
-    )
+    status = ("failed" if statuses & FAILED_RECEIPT_STATUSES
+              else "delivered" if statuses == {"delivered"} else "sent")
+    reported = sum((Decimal(str(part["price"])) for part in parts
+                    if part["price"] is not None), Decimal(0))
+    reserved = Decimal(str(before["reserved"] or 0))
+    if reserved and reported > PLAUSIBLE_PRICE_MULTIPLE * reserved:
+        count(tx, PROVIDER_ERRORS, "", "implausible_price")
+        log.warning("reply %s: receipts report %s EUR, over %s times the %s EUR reserved:"
+                    " recorded on its parts, not charged", reply_id, reported,
+                    PLAUSIBLE_PRICE_MULTIPLE, reserved)
+        reported = Decimal(0)
+    moved = move(tx, "id = %(id)s AND status = %(before)s", status,
+                 "CASE WHEN charged > %(reported)s THEN charged ELSE %(reported)s END",
+                 {"id": reply_id, "before": before["status"], "reported": reported,
+                  "now": now}, ", final_price = %(reported)s, to_number = NULL")
+    if not moved:
+        return str(before["status"])
+    [row] = moved
+    # A reply that was `unknown` is billed now: its whole charge is spend; one already
+    # `sent` had its charge counted as spend at the send: only the difference is new.
+    charged = Decimal(str(row["charged"]))
+    record_spend(tx, before["campaign_id"],
+                 charged if before["status"] == "unknown" else Decimal(str(row["charge_delta"])))
+    if row["charge_delta"] and before["segments"]:
+        observe_price(tx, before["campaign_id"], charged / before["segments"])
+    if charged > reserved:
+        count(tx, PRICE_OVERRUNS, before["number"], "")
+        halt_sending(tx, before["campaign_id"], f"price overrun: reply {reply_id}'s receipts"
+                     f" report {charged} EUR, {reserved} EUR reserved", now)
     if status != before["status"] and status in ("delivered", "failed"):
         count(tx, REPLIES, before["number"], status)
     return status

@@ -9,6 +9,7 @@ from typing import Any
 from shared.store.budgets import budget_of
 from shared.store.campaigns import list_campaigns
 from shared.store.db import Transaction
+from shared.store.parked import parked_counts
 
 
 def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
@@ -24,13 +25,14 @@ def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
             "SELECT status, COUNT(*) AS n FROM replies WHERE campaign_id = %(id)s"
             " GROUP BY status", {"id": campaign.id},
         ).fetchall()
-        budget = budget_of(tx, campaign.id, now)
+        budget = budget_of(tx, campaign.id, now, campaign.time_zone)
         caps = {"hour": (budget.hour_used, budget.hourly_cap) if budget else (Decimal(0), None),
                 "day": (budget.day_used, budget.daily_cap) if budget else (Decimal(0), None),
                 "total": (budget.total_used, budget.total_cap) if budget
                 else (Decimal(0), None)}
         overview.append({
             "number": campaign.number, "paused": campaign.paused,
+            "halted": campaign.sending_halted_reason,
             "top_reasons": _top_reasons(tx, campaign.id, now - timedelta(days=1)),
             "storm_mode": campaign.storm_mode,
             "inbound": {row["verdict"]: row["n"] for row in inbound},
@@ -41,7 +43,8 @@ def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
 
 
 def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
-    """The gauges of /metrics, per campaign: pending replies, storm mode, budget left."""
+    """The gauges of /metrics: per campaign, pending replies, storm mode, budget left;
+    parked messages per kind."""
     campaigns = list_campaigns(tx)
     pending = {row["number"]: row["n"] for row in tx.execute(
         "SELECT c.number, COUNT(r.id) AS n FROM campaigns c"
@@ -49,14 +52,15 @@ def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
         " GROUP BY c.number").fetchall()}
     remaining, caps = {}, {}
     for campaign in campaigns:
-        budget = budget_of(tx, campaign.id, now)
+        budget = budget_of(tx, campaign.id, now, campaign.time_zone)
         if budget is not None:
             remaining[campaign.number] = budget.remaining()
             caps[campaign.number] = {"hour": budget.hourly_cap, "day": budget.daily_cap,
                                      "total": budget.total_cap}
     return {"campaigns": [campaign.number for campaign in campaigns], "pending": pending,
             "storm": {campaign.number: campaign.storm_mode for campaign in campaigns},
-            "remaining": remaining, "caps": caps}
+            "remaining": remaining, "caps": caps, "parked": parked_counts(tx),
+            "halted": {campaign.number: campaign.sending_halted_reason for campaign in campaigns}}
 
 
 def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,

@@ -10,20 +10,23 @@ from shared.store.db import Transaction
 
 
 def lock_sender(tx: Transaction, campaign_id: int, sender: str, prefix_group: str,
-                now: datetime) -> dict[str, Any]:
+                now: datetime, *, new_message: bool = True) -> dict[str, Any]:
     """Create or touch the sender's row, holding its lock until commit; return its state:
-    `reply_window_ends_at`, `blocked_until`, `message_count` (1: its first message to the
-    campaign) and the operators' list (`listed`: "allow", "block" or None)."""
+    `reply_window_ends_at`, `blocked_until`, `message_count` (its whole messages to the
+    campaign, this one included: 1 is a first contact) and the operators' list (`listed`:
+    "allow", "block" or None). A part of a concatenated SMS locks the row without counting
+    (`new_message=False`): the whole message counts once, when assembled."""
     row: dict[str, Any] = tx.execute(
         "INSERT INTO senders (campaign_id, sender, first_seen_at, last_seen_at, message_count,"
         " prefix_group)"
-        " VALUES (%(campaign)s, %(sender)s, %(now)s, %(now)s, 1, %(prefix)s)"
+        " VALUES (%(campaign)s, %(sender)s, %(now)s, %(now)s, %(count)s, %(prefix)s)"
         " ON CONFLICT (campaign_id, sender) DO UPDATE SET"
         " last_seen_at = excluded.last_seen_at,"
-        " message_count = senders.message_count + 1"
+        " message_count = senders.message_count + %(count)s"
         " RETURNING reply_window_ends_at, blocked_until, message_count,"
         " (SELECT list FROM sender_lists WHERE sender_lists.sender = %(sender)s) AS listed",
-        {"campaign": campaign_id, "sender": sender, "now": now, "prefix": prefix_group},
+        {"campaign": campaign_id, "sender": sender, "now": now, "prefix": prefix_group,
+         "count": 1 if new_message else 0},
     ).fetchone()
     return row
 

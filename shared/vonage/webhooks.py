@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -23,7 +23,16 @@ RECEIPT_STATUSES = (
     "delivered", "expired", "failed", "rejected", "accepted", "buffered", "unknown", "undelivered",
 )
 MESSAGE_TYPES = ("text", "unicode", "binary")
-_ID = re.compile(r"^[A-Za-z0-9._:-]+$")
+# No ':' — the store's keys are `concat:<first part id>`; a message id must never be one.
+_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+# NUL: PostgreSQL text cannot hold it. Lone surrogates: no encoding can write them (the
+# signature, the broker and the database all encode). Either is refused in any field.
+_UNSAFE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+# A price per message part, as Vonage writes it ("0.03330000"): plain decimal notation,
+# no sign, exponent, NaN or infinity. 100 EUR is far above any real price per part and far
+# below what the NUMERIC(14, 8) columns hold, so an accepted price never fails a worker.
+_PRICE = re.compile(r"\A[0-9]{1,3}(\.[0-9]{1,12})?\Z")
+MAX_RECEIPT_PRICE = Decimal(100)
 _VONAGE_TIMESTAMP = "%Y-%m-%d %H:%M:%S"
 FUTURE_TOLERANCE_SECONDS = 300
 
@@ -41,8 +50,29 @@ class BadSignature(ValueError):
     """The webhook's signature is missing, wrong or too old."""
 
 
+def refuse_unsafe_characters(params: dict[str, str]) -> None:
+    """Raise InvalidField for a NUL or a lone surrogate in any key or value.
+
+    Called before the signature is checked (it encodes) and by both parsers, so that
+    nothing downstream ever meets a string it cannot encode or store.
+    """
+    for key, value in params.items():
+        if _UNSAFE_CHARACTERS.search(key):
+            raise InvalidField(printable_field(key), "field name holds a NUL or lone surrogate")
+        if _UNSAFE_CHARACTERS.search(value):
+            raise InvalidField(printable_field(key), "holds a NUL or a lone surrogate")
+
+
+def printable_field(key: str) -> str:
+    """A field name safe to echo in a response: ASCII-escaped when odd, at most 64 chars."""
+    if key.isascii() and key.isprintable() and len(key) <= 64:
+        return key
+    return ascii(key)[1:-1][:64]
+
+
 def parse_inbound(params: dict[str, str]) -> InboundSms:
     """Validate an inbound-SMS webhook; raise InvalidField naming the first bad field."""
+    refuse_unsafe_characters(params)
     message_type = params.get("type", "text") or "text"
     if message_type not in MESSAGE_TYPES:
         raise InvalidField("type", f"must be one of {', '.join(MESSAGE_TYPES)}")
@@ -74,18 +104,13 @@ def parse_inbound(params: dict[str, str]) -> InboundSms:
 
 def parse_receipt(params: dict[str, str]) -> DeliveryReceipt:
     """Validate a delivery receipt; raise InvalidField naming the first bad field."""
+    refuse_unsafe_characters(params)
     status = params.get("status", "")
     if not status:
         raise InvalidField("status", "is required")
     if status not in RECEIPT_STATUSES:
         raise InvalidField("status", f"must be one of {', '.join(RECEIPT_STATUSES)}")
-    price = params.get("price") or None
-    if price is not None:
-        try:
-            if Decimal(price) < 0:
-                raise InvalidOperation
-        except InvalidOperation:
-            raise InvalidField("price", "must be a non-negative decimal number") from None
+    price = _price(params)
     client_ref = params.get("client-ref") or None
     if client_ref is not None and len(client_ref) > 100:
         raise InvalidField("client-ref", "is longer than 100 characters")
@@ -154,13 +179,28 @@ def _verifier(secret: str, method: str) -> Any:
     return Auth(api_key="webhook", signature_secret=secret, signature_method=method)
 
 
+def is_identifier(value: str) -> bool:
+    """A provider id or ref as this service accepts it (see `_ID`)."""
+    return 0 < len(value) <= MAX_ID_LENGTH and bool(_ID.match(value))
+
+
 def _identifier(params: dict[str, str], field: str) -> str:
     value = params.get(field, "")
     if not value:
         raise InvalidField(field, "is required")
     if len(value) > MAX_ID_LENGTH or not _ID.match(value):
-        raise InvalidField(field, f"must be at most {MAX_ID_LENGTH} letters, digits or ._:-")
+        raise InvalidField(field, f"must be at most {MAX_ID_LENGTH} letters, digits or ._-")
     return value
+
+
+def _price(params: dict[str, str]) -> str | None:
+    """The receipt's price: a finite, non-negative, bounded decimal (see `_PRICE`)."""
+    price = params.get("price") or None
+    if price is not None and not (_PRICE.match(price)
+                                  and Decimal(price) <= MAX_RECEIPT_PRICE):
+        raise InvalidField("price", f"must be a decimal number from 0 to {MAX_RECEIPT_PRICE}, "
+                                    "e.g. 0.03330000")
+    return price
 
 
 def _phone(params: dict[str, str], field: str) -> str:

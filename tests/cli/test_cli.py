@@ -195,3 +195,37 @@ def test_purge_erases_old_texts_but_keeps_evidence_until_its_own_retention(relou
     result = relous("purge")
     assert "8 text(s)" in result.output and "1 evidence record(s)" in result.output
     assert db.execute("SELECT COUNT(*) AS n FROM evidence").fetchone()["n"] == 0
+
+
+@pytest.mark.parametrize("name", ["evidence.csv", "evidence.json"])
+def test_evidence_export_is_readable_by_its_owner_only(relous, db, tmp_path, name):
+    """The export holds raw numbers: 0600 whatever the umask, also over an older file
+    that others could read (and that a reader may still hold open)."""
+    import os
+    import stat
+
+    _flood_and_ordinary(db)
+    out = tmp_path / name
+    out.write_text("old export\n")
+    out.chmod(0o666)
+    held = out.open()
+    previous = os.umask(0)
+    try:
+        result = relous("evidence", "export", "--campaign", "33700000008", "--out", str(out))
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "33611110000" in out.read_text()
+    assert "33611110000" not in held.read(), "a handle on the old file sees no number"
+    held.close()
+    assert [path.name for path in tmp_path.iterdir()] == [name], "no temporary file left"
+    fresh = tmp_path / "fresh" / name
+    fresh.parent.mkdir()
+    previous = os.umask(0)
+    try:
+        assert relous("evidence", "export", "--campaign", "33700000008", "--out",
+                      str(fresh)).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600

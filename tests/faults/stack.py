@@ -239,10 +239,15 @@ def retry_like_vonage(stack: Stack, refused: list[dict[str, str]]) -> None:
 # --- traffic --------------------------------------------------------------------------
 
 def sender_numbers(rng: random.Random, count: int) -> list[str]:
-    """Distinct French mobile numbers with scattered prefixes (no SIM-farm cluster)."""
+    """Distinct French mobile numbers with scattered prefixes (no SIM-farm cluster), in
+    allocated ranges (the destination gate answers no other)."""
+    from shared.rules.phones import destination_verdict
+
     numbers: set[str] = set()
     while len(numbers) < count:
-        numbers.add(f"336{rng.randrange(10**7, 10**8)}")
+        number = f"336{rng.randrange(10**7, 10**8)}"
+        if destination_verdict(number, number) is None:
+            numbers.add(number)
     return sorted(numbers)
 
 

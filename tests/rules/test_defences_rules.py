@@ -131,10 +131,10 @@ def test_storm_mode_answers_first_contacts_only():
 
 
 def test_storm_mode_switches_with_hysteresis():
-    assert not next_storm_mode(RULES, False, 120)
-    assert next_storm_mode(RULES, False, 121)
-    assert next_storm_mode(RULES, True, 70), "stays on until well below the threshold"
-    assert not next_storm_mode(RULES, True, 59)
+    assert not next_storm_mode(RULES, False, 120, None, NOW)
+    assert next_storm_mode(RULES, False, 121, None, NOW)
+    assert next_storm_mode(RULES, True, 70, None, NOW), "stays on until well below"
+    assert not next_storm_mode(RULES, True, 59, None, NOW)
 
 
 # --- budget ------------------------------------------------------------------------------------

@@ -14,7 +14,16 @@ from shared.settings import Settings
 from shared.store.db import database_for
 from shared.store.replies import claim_batch, start_sending
 from tests.fake_vonage import Behaviour
-from tests.helpers import VHOSTS, inbound, receipt, record_inbound, sign, wait_for, wait_until_idle
+from tests.helpers import (
+    VHOSTS,
+    batch_request,
+    inbound,
+    receipt,
+    record_inbound,
+    sign,
+    wait_for,
+    wait_until_idle,
+)
 from workers import batching, tasks
 
 VHOST = VHOSTS["test"]
@@ -155,13 +164,27 @@ def test_refused_send_fails_without_retry_and_forgets_the_number(db, campaign, f
     assert "3" in reply["error"]
 
 
-def test_server_error_is_retried(db, campaign, fake_vonage, post):
+def test_an_unavailable_provider_is_retried(db, campaign, fake_vonage, post):
+    """503 with Retry-After: refused before any processing, certainly not sent."""
+    campaign()
+    fake_vonage.script(Behaviour(http_status=503, retry_after="1"))
+    post(inbound(message_id="FIVEOTHREE"))
+    wait_until_idle(VHOST)
+    assert [r["status"] for r in _replies(db)] == ["pending"]
+    assert fake_vonage.sent == []
+
+
+def test_a_server_error_may_have_sent_so_it_is_never_resent(db, campaign, fake_vonage, post):
+    """500 (or a proxy's 502/504) may come after the request reached Vonage: `unknown`,
+    its reservation kept, never sent again."""
     campaign()
     fake_vonage.script(Behaviour(http_status=500))
     post(inbound(message_id="FIVEHUNDRED"))
     wait_until_idle(VHOST)
-    assert [r["status"] for r in _replies(db)] == ["pending"]
-    assert fake_vonage.sent == []
+    [reply] = _replies(db)
+    assert (reply["status"], reply["to_number"]) == ("unknown", None)
+    budget = db.execute("SELECT total_used, spent FROM budgets").fetchone()
+    assert budget["total_used"] == reply["charged"] > 0 and budget["spent"] == 0
 
 
 def test_a_batch_the_database_refused_goes_back_to_the_queue(db, campaign, fake_vonage, post,
@@ -192,7 +215,8 @@ def test_a_batch_the_database_refused_goes_back_to_the_queue(db, campaign, fake_
 def test_a_message_that_breaks_its_batch_does_not_take_the_others_down(db, campaign,
                                                                         monkeypatch):
     """A message the code cannot record (a bug, not the database) fails its batch: the
-    others are then recorded one by one, and only the culprit is dropped (and logged)."""
+    others are then recorded one by one, and the culprit is parked, like an unreadable
+    payload: acknowledged, never lost, never requeued."""
     campaign()
     real = batching.judge_batch
 
@@ -202,40 +226,32 @@ def test_a_message_that_breaks_its_batch_does_not_take_the_others_down(db, campa
         return real(tx, messages, *args)
 
     monkeypatch.setattr(batching, "judge_batch", breaks_on_poison)
-    requests = [_request(inbound(msisdn=f"3361234560{n}", message_id=f"OK{n}")) for n in
+    requests = [batch_request(inbound(msisdn=f"3361234560{n}", message_id=f"OK{n}")) for n in
                 range(3)]
-    requests.insert(1, _request(inbound(message_id="POISON")))
-    requests.append(_request({"unexpected": "payload"}))
+    requests.insert(1, batch_request(inbound(message_id="POISON")))
+    requests.append(batch_request({"unexpected": "payload"}))
     statuses = tasks.process_inbound(requests)
     assert statuses == [batching.DONE] * 5, "nothing is requeued forever"
     assert sorted(row["dedup_key"] for row in db.execute(
         "SELECT dedup_key FROM inbound_messages").fetchall()) == ["OK0", "OK1", "OK2"]
+    parked = db.execute("SELECT kind, message_key, error FROM parked_messages"
+                        " ORDER BY id").fetchall()
+    assert [(row["kind"], row["error"]) for row in parked] == [
+        ("inbound", "unreadable payload: TypeError"), ("inbound", "ValueError")]
+    assert parked[1]["message_key"] == "POISON"
 
 
 def test_one_batch_judges_each_sender_as_its_own_transactions_would(db, campaign):
     """A batch with repeats and several senders gives the verdicts one message at a time
     would: one reply per sender, the repeats within the window suppressed."""
     campaign()
-    requests = [_request(inbound(msisdn=f"3361111111{n % 3}", message_id=f"B{n}",
+    requests = [batch_request(inbound(msisdn=f"3361111111{n % 3}", message_id=f"B{n}",
                                  text=f"Message numero {n}")) for n in range(9)]
     assert tasks.process_inbound(requests) == [batching.DONE] * 9
     rows = db.execute("SELECT dedup_key, verdict FROM inbound_messages").fetchall()
     verdicts = {row["dedup_key"]: row["verdict"] for row in rows}
     assert [verdicts[f"B{n}"] for n in range(9)] == ["reply"] * 3 + ["suppress"] * 6
     assert db.execute("SELECT count(*) AS n FROM replies").fetchone()["n"] == 3
-
-
-def _request(params: dict[str, str]):
-    """A batch item as celery-batches hands it to the task."""
-    from celery_batches import SimpleRequest
-
-    from shared.vonage.webhooks import parse_inbound
-
-    payload = parse_inbound(params).to_payload() if "msisdn" in params else params
-    return SimpleRequest(id=params.get("messageId", "x"), name="relous.process_inbound",
-                         args=(payload,), kwargs={}, delivery_info={}, hostname="test",
-                         ignore_result=True, reply_to=None, correlation_id=None,
-                         request_dict={})
 
 
 def _record_and_claim(message_id: str, now: datetime):

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import click
 
-from workers.cli import budgets, campaigns, db, demo, evidence, senders, status, storm, templates
+from workers.cli import (
+    budgets,
+    campaigns,
+    db,
+    demo,
+    evidence,
+    parked,
+    senders,
+    status,
+    storm,
+    templates,
+)
 
 
 @click.group()
@@ -18,9 +29,5 @@ def main() -> None:
 
 for command in (db.db, db.keys, campaigns.campaign, templates.template, budgets.budget,
                 senders.sender, status.status, evidence.evidence, evidence.purge_command,
-                storm.storm, demo.demo):
+                parked.parked_group, storm.storm, demo.demo):
     main.add_command(command)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from typing import TextIO
 
 import click
 
@@ -50,7 +55,7 @@ def evidence_export(number: str, since: datetime, out: str) -> None:
             "verdict": row["verdict"], "reasons": row["reasons"],
             "flagged_at": iso(row["flagged_at"]), "flagged_for": row["flagged_for"],
         })
-    with open(out, "w", newline="", encoding="utf-8") as handle:
+    with _private_file(out) as handle:
         if out.endswith(".json"):
             json.dump({"campaign": number, "since": since.date().isoformat(),
                        "messages": records}, handle, ensure_ascii=False, indent=2)
@@ -61,6 +66,24 @@ def evidence_export(number: str, since: datetime, out: str) -> None:
     senders = len({record["sender_pseudonym"] for record in records})
     click.echo(f"wrote {len(records)} message(s) of {senders} sender(s) flagged abusive "
                f"to {out}")
+
+
+@contextmanager
+def _private_file(path: str) -> Iterator[TextIO]:
+    """Write `path` as a new 0600 file: the export holds raw numbers. A fresh file (in the
+    same folder, then renamed over `path`) is never readable by others, not even for a
+    moment, nor through a handle opened on an older, wider file of that name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".relous-evidence-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 EVIDENCE_FIELDS = ["sender_number", "sender_pseudonym", "received_at", "provider_timestamp",

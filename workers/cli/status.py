@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from shared.broker import create_publisher
+from shared.store.parked import parked_counts
 from shared.store.reports import campaign_overview
 from workers.cli.common import load_settings, open_database
 
@@ -17,6 +19,7 @@ def status() -> None:
     now = datetime.now(UTC)
     with open_database().transaction() as tx:
         overview = campaign_overview(tx, now)
+        waiting = parked_counts(tx)
     if not overview:
         click.echo("no campaign yet: relous campaign add NUMBER --reply TEXT")
         return
@@ -30,18 +33,29 @@ def status() -> None:
             f"{period} {cap - used:.2f}/{cap:.2f}"
             for period, (used, cap) in item["budget"].items() if cap is not None) or "no cap"
         click.echo(
-            f"{item['number']:<14} {'paused' if item['paused'] else 'active':<7} "
+            f"{item['number']:<14} {_state(item):<7} "
             f"{'STORM' if item['storm_mode'] else 'normal':<6} "
             f"{sum(item['inbound'].values()):>6} {replies.get('pending', 0):>7} "
             f"{replies.get('sent', 0) + replies.get('delivered', 0):>6} "
             f"{replies.get('failed', 0):>6} {replies.get('expired', 0):>7}  "
             f"{used_day:>11.4f}  {left}")
     for item in overview:
+        if item["halted"]:
+            click.echo(f"{item['number']}: SENDING HALTED: {item['halted']} "
+                       "(check the price, then `relous campaign resume`)")
+    for item in overview:
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(item["inbound"].items()))
         reasons = ", ".join(f"{kind} {n}" for kind, n in item["top_reasons"]) or "none"
         click.echo(f"{item['number']}: last hour {verdicts or 'no inbound'}; "
                    f"top suppression reasons (24 h): {reasons}")
+    parked_line = ", ".join(f"{count} {kind}" for kind, count in waiting.items())
+    hint = " (relous parked list)" if any(waiting.values()) else ""
+    click.echo(f"parked: {parked_line}{hint}")
     click.echo(f"queues: {_queue_depths()}")
+
+
+def _state(item: dict[str, Any]) -> str:
+    return "halted" if item["halted"] else "paused" if item["paused"] else "active"
 
 
 def _queue_depths() -> str:

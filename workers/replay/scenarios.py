@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
+from shared.rules.phones import destination_verdict
+
 GREETINGS = ("Salut", "Coucou", "Bonsoir", "Hey", "Bonjour", "Re", "Yo", "Hello")
 NAMES = ("Julie", "Sarah", "Camille", "Léa", "Manon", "Inès", "Chloé", "Emma", "Lucie",
          "Clara", "Anaïs", "Marie", "Zoé", "Jade", "Louise", "Alice", "Nina", "Eva")
@@ -40,9 +42,11 @@ class Scenario:
 
 
 def _number(rng: random.Random, used: set[str]) -> str:
+    """A French mobile number in an allocated range (the destination gate answers no
+    other), distinct from the ones already used."""
     while True:
         number = f"33{rng.choice('67')}{rng.randrange(10**8):08d}"
-        if number not in used:
+        if number not in used and destination_verdict(number, number) is None:
             used.add(number)
             return number
 

@@ -1,0 +1,5 @@
+"""`python -m workers.cli …` runs the `relous` command."""
+
+from workers.cli import main
+
+main()
