@@ -151,3 +151,24 @@ def batch_request(params: dict[str, Any]) -> Any:
                          args=(payload,), kwargs={}, delivery_info={}, hostname="test",
                          ignore_result=True, reply_to=None, correlation_id=None,
                          request_dict={})
+
+
+def scrape(client: Any, **headers: str) -> dict[str, dict]:
+    """/metrics of a Flask test client: family name -> {"type", "samples":
+    {(sample name, labels...): value}}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.data
+    families = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        families[name] = {"type": family.type, "samples": {
+            (sample.name, *sorted(sample.labels.items())): sample.value
+            for sample in family.samples}}
+    return families
+
+
+def sample(families: dict, name: str, **labels: str) -> float:
+    key = (name, *sorted(labels.items()))
+    return families.get(name, {"samples": {}})["samples"].get(key)

@@ -1,6 +1,7 @@
 """Delivery receipts: stored once per (message id, status, error code), folded into the
-reply they belong to (status, error code, final price), whose charge then becomes the
-price the provider reported, once (shared/store/budgets.py)."""
+reply they belong to (status, error code, final price), whose charge then rises to the
+price the provider reported, once, and never falls (shared/store/budgets.py): the ledger
+errs on the side of the caps, so `spent` may exceed what was billed, never fall short."""
 
 from __future__ import annotations
 

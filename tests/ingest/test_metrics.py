@@ -6,32 +6,22 @@ import os
 from decimal import Decimal
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ingest import create_app
 from shared.metrics import CATALOGUE
 from shared.settings import Settings
-from tests.helpers import VHOSTS, broker_url, inbound, sign, wait_for, wait_until_idle
+from tests.helpers import (
+    VHOSTS,
+    broker_url,
+    inbound,
+    sample,
+    scrape,
+    sign,
+    wait_for,
+    wait_until_idle,
+)
 
 VHOST = VHOSTS["test"]
-
-
-def scrape(client, **headers) -> dict[str, dict]:
-    """Family name -> {"type", "samples": {(sample name, labels...): value}}."""
-    response = client.get("/metrics", headers=headers)
-    assert response.status_code == 200, response.data
-    families = {}
-    for family in text_string_to_metric_families(response.get_data(as_text=True)):
-        name = family.name + ("_total" if family.type == "counter" else "")
-        families[name] = {"type": family.type, "samples": {
-            (sample.name, *sorted(sample.labels.items())): sample.value
-            for sample in family.samples}}
-    return families
-
-
-def sample(families: dict, name: str, **labels: str) -> float:
-    key = (name, *sorted(labels.items()))
-    return families.get(name, {"samples": {}})["samples"].get(key)
 
 
 @pytest.fixture
