@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -126,6 +126,7 @@ def next_storm_mode(rules: CampaignRules, storm_mode: bool, per_minute: float,
     return per_minute > rules.storm_threshold_per_minute
 
 
+@lru_cache(maxsize=4096)  # a message's text is normalised for its key and its lexicon
 def normalise(text: str) -> str:
     """Lower case, no accents, invisibles or look-alikes (`fold`), no punctuation, single
     spaces: what the lexicon, the fingerprint and the same-text counts compare."""

@@ -28,8 +28,11 @@ _HANGUL_FILLERS = "\u115f\u1160\u3164\uffa0"  # Default_Ignorable letters (not C
 def _strip(text: str) -> str:
     """`text` decomposed (NFKD) without format characters, marks or blank fillers."""
     return "".join(char for char in unicodedata.normalize("NFKD", text)
-                   if unicodedata.category(char)[0] != "M"
-                   and unicodedata.category(char) != "Cf" and char not in _HANGUL_FILLERS)
+                   if unicodedata.category(char) not in _DROPPED_CATEGORIES
+                   and char not in _HANGUL_FILLERS)
+
+
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Mc", "Me"})
 
 
 @cache
@@ -49,5 +52,8 @@ def prototypes() -> dict[int, str]:
 
 
 def fold(text: str) -> str:
-    """`text` with invisibles and marks removed and look-alikes mapped to their prototype."""
+    """`text` with invisibles and marks removed and look-alikes mapped to their prototype.
+    ASCII is already folded (no format character, mark or look-alike to map)."""
+    if text.isascii():
+        return text
     return _strip(_strip(text).translate(prototypes()))
