@@ -27,7 +27,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#ee
 <th>inbound 1 h</th><th>pending</th><th>sent</th><th>failed</th><th>expired</th>
 <th>spent today (EUR)</th><th>caps left (EUR)</th><th>top reasons (24 h)</th></tr>
 {% for c in campaigns %}<tr class="campaign"><td>{{ c.number }}</td>
-<td>{{ "paused" if c.paused else "active" }}</td>
+<td>{{ "halted: " ~ c.halted if c.halted else "paused" if c.paused else "active" }}</td>
 <td>{{ "STORM" if c.storm_mode else "normal" }}</td>
 <td>{{ c.inbound.values()|sum }}</td><td>{{ c.replies.get("pending", 0) }}</td>
 <td>{{ c.replies.get("sent", 0) + c.replies.get("delivered", 0) }}</td>
