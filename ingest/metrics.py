@@ -152,8 +152,7 @@ class DatabaseCollector(Collector):
                 if cap_of.get(period) is not None:
                     caps.add_metric([campaign, period], float(cap_of[period]))
         halted = _gauge("relous_sending_halted")
-        halted.add_metric(["*"], 0.0)  # no global switch yet: every halt is a campaign's
-        for campaign, reason in gauges["halted"].items():
+        for campaign, reason in gauges["halted"].items():  # "*": the kill switch
             halted.add_metric([campaign], 1.0 if reason else 0.0)
         parked = _gauge("relous_parked_messages")
         for kind, count in gauges["parked"].items():

@@ -66,7 +66,7 @@ FAKE_VONAGE = FakeVonageServer()
 
 TABLES = ("delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
           "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
-          "rate_buckets", "metric_counters", "parked_messages")
+          "rate_buckets", "metric_counters", "parked_messages", "sending_halts")
 
 
 def venv_bin() -> str:

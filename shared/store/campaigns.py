@@ -110,6 +110,38 @@ def set_storm_mode(tx: Transaction, campaign_id: int, storm: bool, now: datetime
     )
 
 
+EVERY_CAMPAIGN = "*"
+
+
+def halt_everything(tx: Transaction, reason: str, now: datetime) -> bool:
+    """Stop sending for every campaign (the kill switch); False when already stopped."""
+    return tx.execute(
+        "INSERT INTO sending_halts (scope, reason, halted_at) VALUES (%(scope)s, %(reason)s,"
+        " %(now)s) ON CONFLICT (scope) DO NOTHING",
+        {"scope": EVERY_CAMPAIGN, "reason": reason, "now": now}).rowcount == 1
+
+
+def resume_everything(tx: Transaction) -> bool:
+    """Lift the kill switch; False when it was not on."""
+    return tx.execute("DELETE FROM sending_halts WHERE scope = %(scope)s",
+                      {"scope": EVERY_CAMPAIGN}).rowcount == 1
+
+
+def global_halt(tx: Transaction) -> str | None:
+    """Why sending is stopped for every campaign; None when it is not."""
+    row = tx.execute("SELECT reason FROM sending_halts WHERE scope = %(scope)s",
+                     {"scope": EVERY_CAMPAIGN}).fetchone()
+    return str(row["reason"]) if row else None
+
+
+def resume_sending(tx: Transaction, campaign_id: int) -> bool:
+    """Lift a campaign's halt (an operator's stop or a price overrun); False if none."""
+    return tx.execute(
+        "UPDATE campaigns SET sending_halted_reason = NULL, sending_halted_at = NULL"
+        " WHERE id = %(id)s AND sending_halted_reason IS NOT NULL",
+        {"id": campaign_id}).rowcount == 1
+
+
 def observe_price(tx: Transaction, campaign_id: int, per_segment: Decimal) -> None:
     """Remember the highest reported price per segment, so estimates never fall below it."""
     tx.execute(

@@ -23,7 +23,13 @@ from shared.store.budgets import (
     persist_roll,
     record_spend,
 )
-from shared.store.campaigns import campaign_by_id, campaign_numbers, halt_sending, observe_price
+from shared.store.campaigns import (
+    campaign_by_id,
+    campaign_numbers,
+    global_halt,
+    halt_sending,
+    observe_price,
+)
 from shared.store.counters import count
 from shared.store.db import Transaction
 
@@ -89,7 +95,7 @@ def claim_batch(tx: Transaction, campaign_id: int, now: datetime,
     appear) until they expire; they are never dropped silently.
     """
     campaign = campaign_by_id(tx, campaign_id)
-    if campaign is None or campaign.paused or campaign.sending_halted:
+    if campaign is None or campaign.paused or campaign.sending_halted or global_halt(tx):
         return []
     budget = lock_budget(tx, campaign_id, now, campaign.time_zone)
     rows = tx.execute(
@@ -130,13 +136,14 @@ def claim_batch(tx: Transaction, campaign_id: int, now: datetime,
 def start_sending(tx: Transaction, reply: ClaimedReply, now: datetime) -> bool:
     """`claimed` -> `sending`, committed just before the provider call: from here on a
     crash means "maybe sent", and the reply is never sent again. Refused (False) when the
-    campaign was paused or its sending halted since the claim: the claim is then returned
-    (`pending`, charge given back), so a halt stops a batch already claimed too."""
+    campaign was paused or its sending halted, or the kill switch turned on, since the
+    claim: the claim is then returned (`pending`, charge given back), so a stop takes
+    effect within the batch a worker already claimed."""
     started = tx.execute(
         "UPDATE replies SET status = 'sending', claimed_at = %(now)s, updated_at = %(now)s"
         " WHERE id = %(id)s AND status = 'claimed' AND NOT EXISTS (SELECT 1 FROM campaigns c"
         " WHERE c.id = replies.campaign_id AND (c.paused OR c.sending_halted_reason IS NOT"
-        " NULL))",
+        " NULL)) AND NOT EXISTS (SELECT 1 FROM sending_halts)",
         {"now": now, "id": reply.id},
     ).rowcount == 1
     if not started:

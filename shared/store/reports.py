@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.store.budgets import budget_of
-from shared.store.campaigns import list_campaigns
+from shared.store.campaigns import EVERY_CAMPAIGN, global_halt, list_campaigns
 from shared.store.db import Transaction
 from shared.store.parked import parked_counts
 
@@ -60,7 +60,9 @@ def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
     return {"campaigns": [campaign.number for campaign in campaigns], "pending": pending,
             "storm": {campaign.number: campaign.storm_mode for campaign in campaigns},
             "remaining": remaining, "caps": caps, "parked": parked_counts(tx),
-            "halted": {campaign.number: campaign.sending_halted_reason for campaign in campaigns}}
+            "halted": {EVERY_CAMPAIGN: global_halt(tx),
+                       **{campaign.number: campaign.sending_halted_reason
+                          for campaign in campaigns}}}
 
 
 def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,

@@ -16,6 +16,7 @@ from workers.cli import (
     evidence,
     parked,
     senders,
+    sending,
     status,
     storm,
     templates,
@@ -29,5 +30,5 @@ def main() -> None:
 
 for command in (db.db, db.keys, campaigns.campaign, templates.template, budgets.budget,
                 senders.sender, status.status, evidence.evidence, evidence.purge_command,
-                parked.parked_group, storm.storm, demo.demo):
+                parked.parked_group, sending.sending_group, storm.storm, demo.demo):
     main.add_command(command)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from shared.broker import create_publisher
+from shared.store.campaigns import global_halt
 from shared.store.parked import parked_counts
 from shared.store.reports import campaign_overview
 from workers.cli.common import load_settings, open_database
@@ -20,6 +21,7 @@ def status() -> None:
     with open_database().transaction() as tx:
         overview = campaign_overview(tx, now)
         waiting = parked_counts(tx)
+        everything = global_halt(tx)
     if not overview:
         click.echo("no campaign yet: relous campaign add NUMBER --reply TEXT")
         return
@@ -39,10 +41,13 @@ def status() -> None:
             f"{replies.get('sent', 0) + replies.get('delivered', 0):>6} "
             f"{replies.get('failed', 0):>6} {replies.get('expired', 0):>7}  "
             f"{used_day:>11.4f}  {left}")
+    if everything:
+        click.echo(f"SENDING STOPPED FOR EVERY CAMPAIGN: {everything} "
+                   "(`relous sending start` lifts it)")
     for item in overview:
         if item["halted"]:
             click.echo(f"{item['number']}: SENDING HALTED: {item['halted']} "
-                       "(check the price, then `relous campaign resume`)")
+                       "(`relous sending start --campaign` lifts it)")
     for item in overview:
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(item["inbound"].items()))
         reasons = ", ".join(f"{kind} {n}" for kind, n in item["top_reasons"]) or "none"
