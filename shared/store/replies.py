@@ -27,6 +27,7 @@ from shared.store.campaigns import (
     campaign_by_id,
     campaign_numbers,
     global_halt,
+    halt_everything,
     halt_sending,
     observe_price,
 )
@@ -40,6 +41,10 @@ SENDING_STALE_AFTER = timedelta(minutes=10)
 # left by a dead worker: it goes back to `pending`.
 CLAIMED_STALE_AFTER = timedelta(minutes=2)
 TOTAL_CAP_RECHECK = timedelta(minutes=5)
+# Provider answers that stop the whole account (Vonage statuses 8 and 9): the kill switch
+# trips itself, and a person lifts it (`relous sending start`).
+ACCOUNT_STOPPED = {"status_8": "partner account barred (status 8)",
+                   "status_9": "partner quota exceeded (status 9)"}
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,9 @@ def record_send(tx: Transaction, reply: ClaimedReply, result: SendResult, now: d
         if status == "failed":  # refused, never sent: the sender may be answered later
             reopen_windows(tx, moved)
     add_reply_parts(tx, reply.id, result.parts, now)
+    if result.reason in ACCOUNT_STOPPED:  # every campaign shares the account: stop them all
+        halt_everything(tx, f"the provider answered {ACCOUNT_STOPPED[result.reason]}"
+                        f" (reply {reply.id})", now)
     if result.outcome != "sent" or result.error:
         count(tx, PROVIDER_ERRORS, "", result.reason or result.outcome)
     if status in ("sent", "failed"):

@@ -72,3 +72,23 @@ def test_a_stop_needs_a_reason(db, campaign):
     campaign()
     assert _relous("sending", "stop").exit_code == 2
     assert _relous("sending", "stop", "--reason", "  ").exit_code == 2
+
+
+def test_the_switch_trips_itself_on_quota_exceeded_or_account_barred(db, campaign):
+    """Vonage's status 9 (partner quota exceeded) or 8 (account barred) stops every
+    campaign: the account is shared. Only a person lifts it."""
+    from shared.rules.messages import SendResult
+    from shared.store.replies import record_send
+
+    first, second = campaign("33700000001"), campaign("33700000002")
+    first_id = _record(first, "33612340021").campaign_id
+    second_id = _record(second, "33612340022").campaign_id
+    [reply] = _claim(first_id)
+    with database_for(os.environ["DATABASE_URL"]).transaction() as tx:
+        start_sending(tx, reply, datetime.now(UTC))
+        record_send(tx, reply, SendResult("failed", error="Vonage status 9",
+                                          reason="status_9"), datetime.now(UTC), None)
+    assert _claim(second_id) == []
+    assert "partner quota exceeded" in _relous("sending", "status").output
+    assert _relous("sending", "start").exit_code == 0
+    assert len(_claim(second_id)) == 1
