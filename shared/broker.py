@@ -30,7 +30,7 @@ _TO_REPLIES = {"queue": REPLIES_QUEUE, "routing_key": REPLIES_QUEUE}
 # benchmark's no-op) use the inbound queue.
 REPLIES_TASKS = ("relous.send_due_replies", "relous.flush_due_replies",
                  "relous.recover_stale_sending", "relous.purge", "relous.evaluate_storm_mode",
-                 "relous.apply_receipt")
+                 "relous.apply_receipt", "relous.alerts")
 
 
 class BrokerUnavailable(RuntimeError):

@@ -52,6 +52,7 @@ class Settings:
     evidence_retention_days: int = 365
     rabbitmq_management_url: str | None = None
     status_password: str | None = None
+    alert_webhook_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -84,6 +85,7 @@ class Settings:
             metrics_token=get("METRICS_TOKEN"),
             rabbitmq_management_url=get("RABBITMQ_MANAGEMENT_URL"),
             status_password=get("STATUS_PASSWORD"),
+            alert_webhook_url=get("ALERT_WEBHOOK_URL"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             sms_rate_per_second=_int(env, "SMS_RATE_PER_SECOND", 30, minimum=1),
             lexicon_path=get("RELOUS_LEXICON_PATH"),
@@ -115,6 +117,8 @@ class Settings:
         if self.rabbitmq_management_url and not re.match(r"^https?://",
                                                          self.rabbitmq_management_url):
             raise ConfigError("RABBITMQ_MANAGEMENT_URL must start with http:// or https://")
+        if self.alert_webhook_url and not re.match(r"^https?://", self.alert_webhook_url):
+            raise ConfigError("ALERT_WEBHOOK_URL must start with http:// or https://")
         if self.lexicon_path and not Path(self.lexicon_path).is_file():
             raise ConfigError(f"RELOUS_LEXICON_PATH: no file at {self.lexicon_path}")
         if logging.getLevelName(self.log_level) == f"Level {self.log_level}":

@@ -64,7 +64,8 @@ def _rabbitmqctl(*args: str) -> None:
 
 FAKE_VONAGE = FakeVonageServer()
 
-TABLES = ("delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
+TABLES = ("traffic_rollups", "text_bands", "usual_texts", "alerts",
+          "delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
           "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
           "rate_buckets", "metric_counters", "parked_messages", "sending_halts")
 

@@ -20,6 +20,7 @@ from shared.settings import Settings
 FLUSH_INTERVAL_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 60.0
 STORM_INTERVAL_SECONDS = 15.0
+ALERT_INTERVAL_SECONDS = 10.0
 # Inbound messages recorded per database transaction, at most.
 INBOUND_BATCH = 100
 
@@ -53,6 +54,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
                                       "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS)},
             "evaluate-storm-mode": {"task": "relous.evaluate_storm_mode",
                                     "schedule": timedelta(seconds=STORM_INTERVAL_SECONDS)},
+            "alerts": {"task": "relous.alerts",
+                       "schedule": timedelta(seconds=ALERT_INTERVAL_SECONDS)},
             "purge-retention": {"task": "relous.purge", "schedule": timedelta(days=1)},
         },
     }
@@ -63,7 +66,7 @@ def create_celery(settings: Settings) -> Celery:
     `shared_task`s: they run on it)."""
     global _settings, _app
     _settings = settings
-    celery = Celery("relous", include=["workers.tasks", "workers.metrics"])
+    celery = Celery("relous", include=["workers.tasks", "workers.alert_tasks", "workers.metrics"])
     celery.config_from_object(worker_config(settings))
     celery.set_default()
     _app = celery

@@ -14,7 +14,9 @@ from workers.cli import (
     db,
     demo,
     evidence,
+    explain,
     parked,
+    rules,
     senders,
     sending,
     status,
@@ -30,5 +32,6 @@ def main() -> None:
 
 for command in (db.db, db.keys, campaigns.campaign, templates.template, budgets.budget,
                 senders.sender, status.status, evidence.evidence, evidence.purge_command,
-                parked.parked_group, sending.sending_group, storm.storm, demo.demo):
+                parked.parked_group, rules.rules_group,
+                sending.sending_group, explain.explain, storm.storm, demo.demo):
     main.add_command(command)
