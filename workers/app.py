@@ -54,8 +54,10 @@ def worker_config(settings: Settings) -> dict[str, Any]:
                                       "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS)},
             "evaluate-storm-mode": {"task": "relous.evaluate_storm_mode",
                                     "schedule": timedelta(seconds=STORM_INTERVAL_SECONDS)},
+            # A run not started within its interval is dropped: the next one does its work.
             "alerts": {"task": "relous.alerts",
-                       "schedule": timedelta(seconds=ALERT_INTERVAL_SECONDS)},
+                       "schedule": timedelta(seconds=ALERT_INTERVAL_SECONDS),
+                       "options": {"expires": ALERT_INTERVAL_SECONDS}},
             "purge-retention": {"task": "relous.purge", "schedule": timedelta(days=1)},
         },
     }

@@ -4,14 +4,20 @@ retention. Each takes the caller's transaction and is safe to run twice."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from shared.metrics import INBOUND
-from shared.rules.abuse import next_storm_mode
+from shared.metrics import INBOUND as INBOUND_METRIC
+from shared.rules.abuse import next_storm_mode, storm_threshold
+from shared.rules.baselines import Threshold
 from shared.settings import Settings
-from shared.store import campaigns, counters, evidence, inbound, replies
+from shared.store import alerts, campaigns, counters, evidence, inbound, replies, rollups, texts
 from shared.store.db import Transaction
+from shared.store.rollups import INBOUND, SPEND
 from workers.inbound import text_key
+
+MINUTE = timedelta(minutes=1)
+SPEND_WINDOW = timedelta(minutes=10)
 
 
 def due_campaigns(tx: Transaction, now: datetime) -> tuple[list[int], int]:
@@ -20,21 +26,52 @@ def due_campaigns(tx: Transaction, now: datetime) -> tuple[list[int], int]:
     return replies.campaigns_with_due_replies(tx, now), expired
 
 
-def evaluate_storm_mode(tx: Transaction, now: datetime) -> list[tuple[str, bool, int]]:
+def evaluate_storm_mode(tx: Transaction, now: datetime) -> list[tuple[str, bool, str]]:
     """Switch campaigns in and out of storm mode from their last minute of inbound (by
-    the provider's receive time: a backlog drained at once is not a storm).
+    the provider's receive time: a backlog drained at once is not a storm), against the
+    campaign's adaptive threshold; each change raises an alert.
 
-    Returns (campaign, storm mode, messages in the last minute) for the ones that changed.
+    Returns (campaign, storm mode, what was measured) for the ones that changed.
     """
     changed = []
     for campaign in campaigns.list_campaigns(tx):
-        per_minute = inbound.inbound_since(tx, campaign.id, now - timedelta(minutes=1))
+        if campaign.rules.mode("storm") == "off":
+            continue
+        per_minute = inbound.inbound_since(tx, campaign.id, now - MINUTE)
+        threshold = storm_threshold(campaign.rules, rollups.baseline(
+            tx, campaign, INBOUND, MINUTE, now))
         storm = next_storm_mode(campaign.rules, campaign.storm_mode, per_minute,
-                                campaign.storm_changed_at, now)
+                                campaign.storm_changed_at, now, threshold.value)
         if storm != campaign.storm_mode:
             campaigns.set_storm_mode(tx, campaign.id, storm, now)
-            changed.append((campaign.number, storm, per_minute))
+            measured = (f"{per_minute} messages in the last minute, threshold "
+                        f"{threshold.explain()}")
+            alerts.raise_alert(tx, f"storm:{campaign.number}:{'on' if storm else 'off'}:"
+                               f"{now.isoformat()}", f"anti-relous: campaign {campaign.number}"
+                               f" storm mode {'ON' if storm else 'off'} ({measured})", now)
+            changed.append((campaign.number, storm, measured))
     return changed
+
+
+def trip_on_spend_rate(tx: Transaction, now: datetime) -> list[tuple[str, str]]:
+    """Halt the sending of campaigns whose last 10 minutes' spend passes their adaptive
+    threshold (max(floor, ratio × their usual busiest 10 minutes)); only a person starts
+    it again. Returns (campaign, reason) for each trip."""
+    tripped = []
+    for campaign in campaigns.list_campaigns(tx):
+        if campaign.sending_halted:
+            continue
+        spent = rollups.total_since(tx, campaign.id, SPEND, now - SPEND_WINDOW + MINUTE)
+        rules = campaign.rules
+        threshold = Threshold(rules.spend_trip_floor_euros, rules.spend_trip_ratio,
+                              rollups.baseline(tx, campaign, SPEND, SPEND_WINDOW, now),
+                              rules.baseline_days, rules.baseline_percentile)
+        if spent > Decimal(str(threshold.value)):
+            reason = (f"spend rate: {spent:.2f} EUR in 10 min, threshold "
+                      f"{threshold.explain()} EUR")
+            campaigns.halt_sending(tx, campaign.id, reason, now)
+            tripped.append((campaign.number, reason))
+    return tripped
 
 
 def expire_parts(tx: Transaction, now: datetime) -> list[str]:
@@ -54,12 +91,19 @@ def expire_parts(tx: Transaction, now: datetime) -> list[str]:
             tx, parts, text_key(text), f"incomplete concatenated SMS: {len(parts)} of "
             f"{parts[0]['total']} parts within {inbound.PART_WINDOW}", now)
         recorded.append(parts[0]["number"])
-    counters.count_many(tx, {(INBOUND, number, "suppress"): recorded.count(number)
+    counters.count_many(tx, {(INBOUND_METRIC, number, "suppress"): recorded.count(number)
                              for number in set(recorded)})
     return recorded
 
 
 def purge(tx: Transaction, settings: Settings, now: datetime) -> dict[str, int]:
-    """Apply the retention settings (see README, Privacy)."""
-    return evidence.purge(tx, now, timedelta(days=settings.retention_days),
-                          timedelta(days=settings.evidence_retention_days))
+    """Apply the retention settings (see README, Privacy), and drop the defences' working
+    data past its use: rollups after ROLLUP_DAYS, band keys after a day, usual texts
+    not seen for ROLLUP_DAYS."""
+    purged = evidence.purge(tx, now, timedelta(days=settings.retention_days),
+                            timedelta(days=settings.evidence_retention_days))
+    purged["rollups"] = rollups.purge_rollups(tx, now)
+    purged["text_signals"] = texts.purge_texts(
+        tx, now - timedelta(hours=texts.BANDS_KEPT_HOURS),
+        now - timedelta(days=rollups.ROLLUP_DAYS))
+    return purged

@@ -11,7 +11,6 @@ reply windows, which the batch keeps.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,16 +25,11 @@ from shared.rules.replies import ReplyDecision, decide_reply
 from shared.store import campaigns, counters, evidence, inbound, replies, senders
 from shared.store.db import Transaction
 from shared.vault import seal
+from workers.signals import BatchSignals
 
 # Prefix clustering compares senders' numbers without their last digits (keyed, like the
 # pseudonyms, so the prefix itself is not stored).
 PREFIX_HIDDEN_DIGITS = 4
-# The usual rate of new senders (per raid window, over the last day) changes slowly:
-# recomputed at most every BASELINE_TTL of the caller's clock, per process, since counting
-# a day of senders for every message would grow with the traffic.
-BASELINE_TTL = timedelta(seconds=60)
-SAME_TEXT_SAMPLE = 200
-_baselines: dict[int, tuple[datetime, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -87,9 +81,7 @@ class _Batch:
                  lexicon: tuple[str, ...]) -> None:
         self.tx, self.now, self.keys, self.lexicon = tx, now, keys, lexicon
         self._campaigns: dict[str, Campaign | None] = {}
-        self._new_senders: dict[int, tuple[int, float]] = {}
-        self._same_text: dict[tuple[int, str], set[str]] = {}
-        self._prefix_senders: dict[tuple[int, str], int] = {}
+        self.signals = BatchSignals(tx, now)
         self.counts: dict[tuple[str, str, str], int] = {}
         self.verdicts: list[dict[str, Any]] = []
         self.windows: dict[tuple[int, str], datetime] = {}
@@ -133,15 +125,16 @@ class _Batch:
         window_ends_at = self.windows.get((campaign.id, sender), state["reply_window_ends_at"])
         listed = state["listed"]
         blocked = state["blocked_until"] is not None and state["blocked_until"] > now
+        hits = abuse.lexicon_hits(text, self.lexicon)
         if listed or blocked:
             sender_stats = SenderStats(0, 0, 0, 0, False, blocked=blocked, listed=listed)
             campaign_stats = CampaignStats(0, 0.0, 0, 0, campaign.storm_mode)
         else:
             sender_stats = self.sender_stats(campaign.id, sender, key, state)
-            campaign_stats = self.campaign_stats(campaign, key, sender, prefix_group)
-        verdict = abuse.score_message(rules, sender_stats, campaign_stats,
-                                      abuse.lexicon_hits(text, self.lexicon))
-        reasons = list(verdict.reasons)
+            campaign_stats = self.signals.stats(campaign, text, key, sender, prefix_group,
+                                                bool(hits))
+        verdict = abuse.score_message(rules, sender_stats, campaign_stats, hits)
+        reasons, would_stop = list(verdict.reasons), verdict.would_stop
         if self.keys.evidence_key and verdict.score >= rules.suppress_score:
             evidence.keep_evidence(tx, campaign.id, sender,
                                    seal(sms.msisdn, self.keys.evidence_key),
@@ -149,17 +142,24 @@ class _Batch:
         if verdict.verdict == BLOCK and not blocked and listed != "block":
             senders.block_sender(tx, campaign.id, sender, abuse.block_until(rules, now))
         decision = None
+        gate_mode = rules.mode("destination_gate")
         gate = destination_verdict(sms.msisdn, campaign.number, rules.reply_countries) \
-            if verdict.verdict == REPLY else None
-        if gate is not None:  # money by construction: beats every list and rule
+            if verdict.verdict == REPLY and gate_mode != "off" else None
+        if gate is not None and gate_mode == "enforce":  # money by construction
             decision = ReplyDecision(SUPPRESS, (gate,))
             reasons.append(gate)
         elif verdict.verdict == REPLY:
+            if gate is not None:
+                reasons.append(f"would suppress: {gate}")
+                would_stop = (*would_stop, "destination_gate")
             decision = decide_reply(campaign, window_ends_at, now)
             reasons.extend(decision.reasons)
         final = decision.verdict if decision else verdict.verdict
+        self.signals.judged(campaign, sender, text, key, verdict,
+                            state["message_count"] == 1, would_stop)
         self.verdicts.append({"verdict": final, "reasons": "; ".join(reasons),
-                              "score": verdict.score, "id": inbound_id})
+                              "score": verdict.score, "id": inbound_id,
+                              "would_stop": ",".join(would_stop)})
         if decision is None or decision.verdict != "reply":
             return InboundOutcome(final, campaign.number)
         return self.schedule_reply(campaign, sender, sms.msisdn, inbound_id, decision)
@@ -178,11 +178,7 @@ class _Batch:
         state = senders.lock_sender(self.tx, campaign_id, sender, prefix_group, self.now,
                                     new_message=new_message)
         if state["message_count"] == 1:  # a sender new to the campaign: counts go up
-            if campaign_id in self._new_senders:
-                recent, baseline = self._new_senders[campaign_id]
-                self._new_senders[campaign_id] = (recent + 1, baseline)
-            if (campaign_id, prefix_group) in self._prefix_senders:
-                self._prefix_senders[(campaign_id, prefix_group)] += 1
+            self.signals.new_sender(campaign_id, prefix_group)
         return state
 
     def sender_stats(self, campaign_id: int, sender: str, text_key: str,
@@ -193,45 +189,6 @@ class _Batch:
         counts = senders.sender_counts(self.tx, campaign_id, sender, text_key, self.now)
         return SenderStats(counts["per_minute"], counts["per_hour"], counts["per_day"],
                            counts["same"], first_contact=False)
-
-    def campaign_stats(self, campaign: Campaign, text_key: str, sender: str,
-                       prefix_group: str) -> CampaignStats:
-        """The raid signals; the counts include the message being judged and its sender."""
-        recent, baseline = self.new_sender_rates(campaign)
-        stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
-        if not abuse.raid_in_progress(campaign.rules, stats):
-            return stats
-        same = self.same_text_senders(campaign, text_key, sender) if text_key else 0
-        return CampaignStats(recent, baseline, same, self.prefix_senders(campaign, prefix_group),
-                             campaign.storm_mode)
-
-    def new_sender_rates(self, campaign: Campaign) -> tuple[int, float]:
-        """(first-time senders in the raid window, up to the raid threshold; usual number),
-        read once per batch, then kept current by `lock_sender`."""
-        if campaign.id not in self._new_senders:
-            self._new_senders[campaign.id] = _new_sender_rates(self.tx, campaign, self.now)
-        return self._new_senders[campaign.id]
-
-    def same_text_senders(self, campaign: Campaign, text_key: str, sender: str) -> int:
-        """Distinct senders of this text in the raid window, this one included: read once
-        per text and batch (the latest SAME_TEXT_SAMPLE messages), then kept current."""
-        key = (campaign.id, text_key)
-        if key not in self._same_text:
-            self._same_text[key] = inbound.recent_senders_of_text(
-                self.tx, campaign.id, text_key, self.now - campaign.rules.raid_window,
-                SAME_TEXT_SAMPLE)
-        self._same_text[key].add(sender)
-        return len(self._same_text[key])
-
-    def prefix_senders(self, campaign: Campaign, prefix_group: str) -> int:
-        """First-time senders of this number prefix in the raid window (counted up to
-        `prefix_cluster_senders`): read once per prefix and batch, then kept current."""
-        key = (campaign.id, prefix_group)
-        if key not in self._prefix_senders:
-            self._prefix_senders[key] = senders.prefix_senders(
-                self.tx, campaign.id, prefix_group, self.now - campaign.rules.raid_window,
-                campaign.rules.prefix_cluster_senders)
-        return self._prefix_senders[key]
 
     def assemble(self, campaign_id: int, sender: str, sms: InboundSms) -> tuple[int, str] | None:
         """When every part of a concatenated SMS is here, record it once; else None."""
@@ -272,24 +229,7 @@ class _Batch:
         senders.open_reply_windows(self.tx, self.windows)
         replies.queue_replies(self.tx, self.replies)
         counters.count_many(self.tx, self.counts)
-
-
-def _new_sender_rates(tx: Transaction, campaign: Campaign, now: datetime) -> tuple[int, float]:
-    """(first-time senders in the raid window, up to the raid threshold; usual number)."""
-    window = campaign.rules.raid_window
-    cached = _baselines.get(campaign.id)
-    if cached is not None and timedelta(0) <= now - cached[0] < BASELINE_TTL:
-        baseline = cached[1]
-    else:
-        earlier = senders.first_time_senders_between(tx, campaign.id, now - timedelta(days=1),
-                                                     now - window)
-        baseline = earlier / max(timedelta(days=1) / window - 1, 1)
-        _baselines[campaign.id] = (now, baseline)
-    threshold = abuse.raid_threshold(campaign.rules, baseline)
-    # Whether the recent count reaches the threshold is all that matters: stop there.
-    recent = senders.first_time_senders_since(tx, campaign.id, now - window,
-                                              math.ceil(threshold))
-    return recent, baseline
+        self.signals.write()
 
 
 def text_key(text: str) -> str:

@@ -128,13 +128,18 @@ def recover_stale_sending() -> dict[str, Any]:
 
 @shared_task(name="relous.evaluate_storm_mode")
 def evaluate_storm_mode() -> dict[str, Any]:
-    """Beat: switch campaigns in and out of storm mode."""
+    """Beat: switch campaigns in and out of storm mode; trip the kill switch of campaigns
+    spending far above their usual rate."""
     with database_for(settings().database_url).transaction() as tx:
         changed = housekeeping.evaluate_storm_mode(tx, _now())
-    for number, storm, per_minute in changed:
-        log.warning("campaign %s storm mode %s (%s messages in the last minute)", number,
-                    "ON" if storm else "off", per_minute)
-    return {"changed": len(changed)}
+        tripped = housekeeping.trip_on_spend_rate(tx, _now())
+    for number, storm, measured in changed:
+        log.warning("campaign %s storm mode %s (%s)", number, "ON" if storm else "off",
+                    measured)
+    for number, reason in tripped:
+        log.error("campaign %s sending HALTED: %s (relous sending start --campaign %s)",
+                  number, reason, number)
+    return {"changed": len(changed), "halted": len(tripped)}
 
 
 @shared_task(name="relous.purge")

@@ -16,8 +16,25 @@ def _countries(raw: str) -> str:
     return ",".join(parse_reply_countries(raw))
 
 
+# The abuse rules an operator can switch (`relous rules set NUMBER RULE=MODE`): `enforce`
+# changes the verdict, `record` only writes what it would have done, `off` does nothing.
+RULES = ("velocity", "repetition", "raid_same_text", "prefix_cluster", "lexicon", "storm",
+         "destination_gate")
+MODES = ("enforce", "record", "off")
+
+
+def _mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"a rule's mode is one of {', '.join(MODES)}, got {raw!r}")
+    return mode
+
+
+# Knobs with an upper bound: a percentile, and baselines the rollups keep (ROLLUP_DAYS).
+_MAXIMA = {"baseline_percentile": 100, "baseline_days": 30}
+
 # How each string knob is checked and written back (a bad value raises ValueError).
-_STRING_KNOBS = {"reply_countries": _countries}
+_STRING_KNOBS = {"reply_countries": _countries} | {f"mode_{rule}": _mode for rule in RULES}
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,11 @@ class CampaignRules:
     sender_per_day: int = 40
     repeat_per_day: int = 3
     raid_window_seconds: int = 300
+    # Adaptive thresholds (`shared/rules/baselines.py`): max(floor, ratio × the campaign's
+    # own busiest windows of normal traffic over `baseline_days`, at `baseline_percentile`;
+    # 100 = the busiest one). A new campaign runs on the floors.
+    baseline_days: int = 14
+    baseline_percentile: float = 99.0
     raid_min_new_senders: int = 30
     raid_ratio: float = 3.0
     raid_same_text_senders: int = 4
@@ -38,17 +60,43 @@ class CampaignRules:
     block_score: int = 100
     block_seconds: int = 86400
     storm_threshold_per_minute: int = 120
+    storm_ratio: float = 3.0
     storm_exit_ratio: float = 0.5
     # Ten minutes: two raid windows, so bursts spaced over a minute apart (the 2017 raids')
     # change the mode at most twice per ten minutes; returning senders wait that at most.
     storm_min_hold_seconds: int = 600
     reply_freshness_seconds: int = 6 * 3600
+    # The kill switch trips itself when 10 minutes' spend passes max(floor, ratio × the
+    # campaign's usual busiest 10 minutes): a person must start sending again.
+    spend_trip_floor_euros: float = 50.0
+    spend_trip_ratio: float = 10.0
+    # A text sent by this many first-time senders whom the rules let through, while no
+    # raid was on, is usual for the campaign: never a raid signal on its own.
+    usual_text_senders: int = 20
     # ISO 3166 codes ("FR,BE") whose mobiles may get a reply; "" = the campaign number's.
     reply_countries: str = ""
+    mode_velocity: str = "enforce"
+    mode_repetition: str = "enforce"
+    mode_raid_same_text: str = "enforce"
+    mode_prefix_cluster: str = "enforce"
+    mode_lexicon: str = "enforce"
+    mode_storm: str = "enforce"
+    mode_destination_gate: str = "enforce"
 
     @property
     def raid_window(self) -> timedelta:
         return timedelta(seconds=self.raid_window_seconds)
+
+    def mode(self, rule: str) -> str:
+        """`enforce`, `record` or `off` (see RULES)."""
+        return str(getattr(self, f"mode_{rule}"))
+
+    def with_modes(self, modes: dict[str, str]) -> CampaignRules:
+        """`{"lexicon": "record"}` → these rules' modes changed; ValueError names a bad one."""
+        unknown = sorted(set(modes) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r}; rules: {', '.join(RULES)}")
+        return self.with_changes({f"mode_{rule}": mode for rule, mode in modes.items()})
 
     @classmethod
     def from_json(cls, raw: str | None) -> CampaignRules:
@@ -75,6 +123,8 @@ class CampaignRules:
                 raise ValueError(f"{key} must be a number, got {raw!r}") from None
             if value < 0:
                 raise ValueError(f"{key} must not be negative")
+            if value > _MAXIMA.get(key, value):
+                raise ValueError(f"{key} must be at most {_MAXIMA[key]}")
             data[key] = value
         return CampaignRules(**data)
 

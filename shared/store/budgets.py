@@ -19,6 +19,8 @@ from shared.rules.budget import BudgetState, day_start, hour_start
 from shared.store.campaigns import find_campaign
 from shared.store.counters import count
 from shared.store.db import Transaction
+from shared.store.rollups import SPEND as SPEND_SERIES
+from shared.store.rollups import add_rollups, minute_of
 
 _CAP_UPDATES = {
     period: f"UPDATE budgets SET {period}_cap = %(cap)s WHERE campaign_id = %(campaign)s"  # noqa: S608
@@ -76,9 +78,9 @@ def apply_charges(tx: Transaction, rows: list[dict[str, Any]]) -> None:
             )
 
 
-def record_spend(tx: Transaction, campaign_id: int, amount: Decimal) -> None:
+def record_spend(tx: Transaction, campaign_id: int, amount: Decimal, now: datetime) -> None:
     """Money the provider billed (or, with no price reported, the estimate): it counts in
-    `budgets.spent` and `relous_spend_euros_total`."""
+    `budgets.spent`, `relous_spend_euros_total` and the spend rollup (the spend-rate trip)."""
     if not amount:
         return
     tx.execute("UPDATE budgets SET spent = spent + %(amount)s WHERE campaign_id = %(campaign)s",
@@ -86,6 +88,7 @@ def record_spend(tx: Transaction, campaign_id: int, amount: Decimal) -> None:
     number = tx.execute("SELECT number FROM campaigns WHERE id = %(id)s",
                         {"id": campaign_id}).fetchone()["number"]
     count(tx, SPEND, number, "", amount)
+    add_rollups(tx, {(campaign_id, SPEND_SERIES, minute_of(now)): amount})
 
 
 def set_budget(tx: Transaction, number: str, now: datetime, **caps: Decimal | None) -> bool:

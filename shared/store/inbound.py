@@ -120,23 +120,13 @@ def link_parts(tx: Transaction, inbound_id: int, part_ids: Sequence[str]) -> Non
     )
 
 
-def recent_senders_of_text(tx: Transaction, campaign_id: int, text_key: str,
-                           since: datetime, sample: int) -> set[str]:
-    """Distinct senders among the latest `sample` messages with this text key."""
-    return {row["sender"] for row in tx.execute(
-        "SELECT sender FROM inbound_messages WHERE campaign_id = %(campaign)s"
-        " AND fingerprint = %(key)s AND received_at > %(since)s"
-        " ORDER BY received_at DESC LIMIT %(rows)s",
-        {"campaign": campaign_id, "key": text_key, "since": since, "rows": sample},
-    ).fetchall()}
-
-
 def write_verdicts(tx: Transaction, verdicts: Sequence[dict[str, Any]]) -> None:
-    """Store judged messages' `verdict`, `reasons` and `score` (by `id`) in one round trip."""
+    """Store judged messages' `verdict`, `reasons`, `score` and `would_stop` (by `id`) in
+    one round trip."""
     if verdicts:
         tx.executemany(
             "UPDATE inbound_messages SET verdict = %(verdict)s, reasons = %(reasons)s,"
-            " score = %(score)s WHERE id = %(id)s", verdicts)
+            " score = %(score)s, would_stop = %(would_stop)s WHERE id = %(id)s", verdicts)
 
 
 # How far behind the provider's receive time a message may be recorded and still count

@@ -113,7 +113,8 @@ def _fold(tx: Transaction, reply_id: int, now: datetime) -> str:
     # `sent` had its charge counted as spend at the send: only the difference is new.
     charged = Decimal(str(row["charged"]))
     record_spend(tx, before["campaign_id"],
-                 charged if before["status"] == "unknown" else Decimal(str(row["charge_delta"])))
+                 charged if before["status"] == "unknown" else Decimal(str(row["charge_delta"])),
+                 now)
     if row["charge_delta"] and before["segments"]:
         observe_price(tx, before["campaign_id"], charged / before["segments"])
     if charged > reserved:

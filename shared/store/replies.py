@@ -182,7 +182,7 @@ def record_send(tx: Transaction, reply: ClaimedReply, result: SendResult, now: d
         # A late answer for a reply recovery already gave up on (`unknown`) settles it too.
         if move(tx, SENDING, status, "%(charge)s", sent, columns) or move(
                 tx, "id = %(id)s AND status = 'unknown'", status, "%(charge)s", sent, columns):
-            record_spend(tx, reply.campaign_id, charge)
+            record_spend(tx, reply.campaign_id, charge, now)
             if result.segments and result.price_known:
                 observe_price(tx, reply.campaign_id, result.price / result.segments)
             if charge > reply.reserved:

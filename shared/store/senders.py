@@ -50,17 +50,6 @@ def sender_counts(tx: Transaction, campaign_id: int, sender: str, text_key: str,
     return {name: int(row[name] or 0) for name in ("per_minute", "per_hour", "per_day", "same")}
 
 
-def first_time_senders_between(tx: Transaction, campaign_id: int, since: datetime,
-                                until: datetime) -> int:
-    """Senders whose first message to the campaign came in (`since`, `until`]."""
-    row = tx.execute(
-        "SELECT COUNT(*) AS n FROM senders WHERE campaign_id = %(campaign)s"
-        " AND first_seen_at > %(since)s AND first_seen_at <= %(until)s",
-        {"campaign": campaign_id, "since": since, "until": until},
-    ).fetchone()
-    return int(row["n"])
-
-
 def first_time_senders_since(tx: Transaction, campaign_id: int, since: datetime,
                              enough: int) -> int:
     """Senders whose first message came after `since`, counted up to `enough` (a threshold

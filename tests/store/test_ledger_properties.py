@@ -59,6 +59,7 @@ from hypothesis.stateful import (
 )
 
 import workers.inbound
+import workers.signals
 from shared.rules.budget import day_start, estimate_cost, hour_start, next_day_start
 from shared.rules.messages import DeliveryReceipt, InboundSms, SendResult, SentPart
 from shared.rules.phones import default_time_zone
@@ -162,7 +163,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def setup(self, start: datetime, segments: int, hourly: str | None, daily: str | None,
               total: str | None) -> None:
         self.conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-        workers.inbound._baselines.clear()  # campaign ids restart with the tables
+        workers.signals._baselines.clear()  # campaign ids restart with the tables
         self.now, self.segments = start, segments
         self.caps = {period: None if cap is None else Decimal(cap)
                      for period, cap in (("hourly", hourly), ("daily", daily),

@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from shared.broker import create_publisher
-from shared.store.campaigns import global_halt
+from shared.rules.campaign import RULES, Campaign
+from shared.store.campaigns import global_halt, list_campaigns
 from shared.store.parked import parked_counts
 from shared.store.reports import campaign_overview
 from workers.cli.common import load_settings, open_database
+from workers.cli.rules import would_stop_24h
 
 
 @click.command()
@@ -22,6 +24,8 @@ def status() -> None:
         overview = campaign_overview(tx, now)
         waiting = parked_counts(tx)
         everything = global_halt(tx)
+        trials = {campaign.number: _record_only(campaign, would_stop_24h(tx, campaign, now))
+                  for campaign in list_campaigns(tx)}
     if not overview:
         click.echo("no campaign yet: relous campaign add NUMBER --reply TEXT")
         return
@@ -53,10 +57,19 @@ def status() -> None:
         reasons = ", ".join(f"{kind} {n}" for kind, n in item["top_reasons"]) or "none"
         click.echo(f"{item['number']}: last hour {verdicts or 'no inbound'}; "
                    f"top suppression reasons (24 h): {reasons}")
+        if trials.get(item["number"]):
+            click.echo(f"{item['number']}: record-only rules, would have stopped in 24 h: "
+                       f"{trials[item['number']]} (relous rules show {item['number']})")
     parked_line = ", ".join(f"{count} {kind}" for kind, count in waiting.items())
     hint = " (relous parked list)" if any(waiting.values()) else ""
     click.echo(f"parked: {parked_line}{hint}")
     click.echo(f"queues: {_queue_depths()}")
+
+
+def _record_only(campaign: Campaign, would: dict[str, int]) -> str:
+    """`lexicon 12, storm 0` for the campaign's rules in record mode; "" when none."""
+    return ", ".join(f"{rule} {would.get(rule, 0)}" for rule in RULES
+                     if campaign.rules.mode(rule) == "record")
 
 
 def _state(item: dict[str, Any]) -> str:

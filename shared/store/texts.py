@@ -1,0 +1,64 @@
+"""What the same-text raid signal compares: near-duplicate band keys of recent messages
+(`text_bands`, shared/rules/neardup.py) and the texts usual in a campaign's normal
+traffic (`usual_texts`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from shared.store.db import Transaction
+
+# Band keys are compared within a raid window; a day is plenty.
+BANDS_KEPT_HOURS = 24
+
+
+def senders_of_band(tx: Transaction, campaign_id: int, band: str, since: datetime,
+                    sample: int) -> set[str]:
+    """Distinct senders among the latest `sample` messages sharing this band key."""
+    return {row["sender"] for row in tx.execute(
+        "SELECT sender FROM text_bands WHERE campaign_id = %(campaign)s"
+        " AND band = %(band)s AND received_at > %(since)s"
+        " ORDER BY received_at DESC LIMIT %(rows)s",
+        {"campaign": campaign_id, "band": band, "since": since, "rows": sample},
+    ).fetchall()}
+
+
+def add_bands(tx: Transaction, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of `campaign`, `band`, `sender`, `at`, in one round trip."""
+    if rows:
+        tx.executemany(
+            "INSERT INTO text_bands (campaign_id, band, sender, received_at)"
+            " VALUES (%(campaign)s, %(band)s, %(sender)s, %(at)s)", rows)
+
+
+def usual_text_senders(tx: Transaction, campaign_id: int, text_key: str) -> int:
+    """How many first-time senders of the campaign's normal traffic sent this text."""
+    row = tx.execute(
+        "SELECT senders FROM usual_texts WHERE campaign_id = %(campaign)s"
+        " AND text_key = %(key)s", {"campaign": campaign_id, "key": text_key}).fetchone()
+    return int(row["senders"]) if row else 0
+
+
+def count_usual_texts(tx: Transaction, counts: Mapping[tuple[int, str], int],
+                      now: datetime) -> None:
+    """Add first-time senders to (campaign id, text key) counts, in a fixed order."""
+    rows = [{"campaign": campaign, "key": key, "n": n, "now": now}
+            for (campaign, key), n in sorted(counts.items())]
+    if rows:
+        tx.executemany(
+            "INSERT INTO usual_texts (campaign_id, text_key, senders, last_seen_at)"
+            " VALUES (%(campaign)s, %(key)s, %(n)s, %(now)s)"
+            " ON CONFLICT (campaign_id, text_key) DO UPDATE"
+            " SET senders = usual_texts.senders + excluded.senders,"
+            " last_seen_at = excluded.last_seen_at", rows)
+
+
+def purge_texts(tx: Transaction, bands_before: datetime, usual_before: datetime) -> int:
+    """Drop band keys and usual texts not seen since these times; rows dropped."""
+    bands = tx.execute("DELETE FROM text_bands WHERE received_at < %(before)s",
+                       {"before": bands_before}).rowcount
+    usual = tx.execute("DELETE FROM usual_texts WHERE last_seen_at < %(before)s",
+                       {"before": usual_before}).rowcount
+    return int(bands) + int(usual)

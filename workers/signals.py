@@ -1,0 +1,155 @@
+"""The campaign-wide signals of one batch: the raid window's counts against the campaign's
+adaptive baseline, near-duplicate texts, number-prefix clusters, and the rollups and band
+keys the batch adds for the batches after it.
+
+Read once per batch (and the baselines once a minute per process), then kept current as
+the batch judges messages; what the batch adds is written by `write`, in its transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from shared.rules import abuse, neardup
+from shared.rules.abuse import REPLY, CampaignStats, Verdict
+from shared.rules.campaign import Campaign
+from shared.store import rollups, senders, texts
+from shared.store.db import Transaction
+from shared.store.rollups import INBOUND, NEW_SENDERS, WOULD_STOP, minute_of
+
+# The usual rate of new senders changes slowly: computed from the rollups at most every
+# BASELINE_TTL of the caller's clock, per process and campaign.
+BASELINE_TTL = timedelta(seconds=60)
+# Senders read per band key: enough to pass any same-text limit.
+SAME_TEXT_SAMPLE = 200
+_baselines: dict[int, tuple[datetime, float]] = {}
+
+
+class BatchSignals:
+    """One transaction's view of its campaigns' raid signals (see the module's docstring)."""
+
+    def __init__(self, tx: Transaction, now: datetime) -> None:
+        self.tx, self.now = tx, now
+        self._new_senders: dict[int, tuple[int, float]] = {}
+        self._prefix_senders: dict[tuple[int, str], int] = {}
+        self._band_senders: dict[tuple[int, str], set[str]] = {}  # read from the database
+        self._batch_bands: dict[tuple[int, str], set[str]] = {}  # this batch's, unwritten
+        self._usual: dict[tuple[int, str], int] = {}
+        self.rollups: dict[tuple[int, str, int], int] = {}
+        self.bands: list[dict[str, object]] = []
+        self.usual_counts: dict[tuple[int, str], int] = {}
+
+    def new_sender(self, campaign_id: int, prefix_group: str) -> None:
+        """A sender new to the campaign was just recorded: the counts go up."""
+        if campaign_id in self._new_senders:
+            recent, baseline = self._new_senders[campaign_id]
+            self._new_senders[campaign_id] = (recent + 1, baseline)
+        if (campaign_id, prefix_group) in self._prefix_senders:
+            self._prefix_senders[(campaign_id, prefix_group)] += 1
+
+    def stats(self, campaign: Campaign, text: str, text_key: str, sender: str,
+              prefix_group: str, insulting: bool) -> CampaignStats:
+        """The raid signals; the counts include the message being judged and its sender.
+        `insulting`: the text hits the lexicon (then a greeting is no excuse)."""
+        recent, baseline = self.new_sender_rates(campaign)
+        stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
+        if not abuse.raid_in_progress(campaign.rules, stats):
+            return stats
+        same = self.same_text_senders(campaign, text, text_key, sender, insulting)
+        return CampaignStats(recent, baseline, same, self.prefix_senders(campaign, prefix_group),
+                             campaign.storm_mode)
+
+    def new_sender_rates(self, campaign: Campaign) -> tuple[int, float]:
+        """(first-time senders in the raid window, counted up to the raid threshold; the
+        campaign's baseline per raid window), read once per batch, then kept current."""
+        if campaign.id not in self._new_senders:
+            rules, window = campaign.rules, campaign.rules.raid_window
+            baseline = self.baseline(campaign)
+            threshold = abuse.raid_threshold(rules, baseline).value
+            recent = senders.first_time_senders_since(self.tx, campaign.id, self.now - window,
+                                                      math.ceil(threshold))
+            self._new_senders[campaign.id] = (recent, baseline)
+        return self._new_senders[campaign.id]
+
+    def baseline(self, campaign: Campaign) -> float:
+        """The campaign's usual first-time senders per raid window (shared/rules/
+        baselines.py), from the rollups, before the current window."""
+        cached = _baselines.get(campaign.id)
+        if cached is not None and timedelta(0) <= self.now - cached[0] < BASELINE_TTL:
+            return cached[1]
+        baseline = rollups.baseline(self.tx, campaign, NEW_SENDERS, campaign.rules.raid_window,
+                                    self.now)
+        _baselines[campaign.id] = (self.now, baseline)
+        return baseline
+
+    def same_text_senders(self, campaign: Campaign, text: str, text_key: str,
+                          sender: str, insulting: bool = False) -> int:
+        """Distinct senders of this text or a near-duplicate of it in the raid window, this
+        one included; 0 for a common greeting or a text usual in the campaign's normal
+        traffic (never a raid signal on its own), unless it insults ("salut connasse")."""
+        if not insulting and (neardup.is_common_greeting(text)
+                              or self.usual(campaign, text_key)):
+            return 0
+        keys = neardup.text_keys(text)
+        if not keys:
+            return 0
+        since = self.now - campaign.rules.raid_window
+        found = {sender}
+        for key in keys:
+            if (campaign.id, key) not in self._band_senders:
+                self._band_senders[(campaign.id, key)] = texts.senders_of_band(
+                    self.tx, campaign.id, key, since, SAME_TEXT_SAMPLE)
+            found |= self._band_senders[(campaign.id, key)]
+            found |= self._batch_bands.get((campaign.id, key), set())
+        return len(found)
+
+    def usual(self, campaign: Campaign, text_key: str) -> bool:
+        if not text_key:
+            return False
+        key = (campaign.id, text_key)
+        if key not in self._usual:
+            self._usual[key] = texts.usual_text_senders(self.tx, campaign.id, text_key)
+        return self._usual[key] >= campaign.rules.usual_text_senders
+
+    def prefix_senders(self, campaign: Campaign, prefix_group: str) -> int:
+        """First-time senders of this number prefix in the raid window (counted up to
+        `prefix_cluster_senders`): read once per prefix and batch, then kept current."""
+        key = (campaign.id, prefix_group)
+        if key not in self._prefix_senders:
+            self._prefix_senders[key] = senders.prefix_senders(
+                self.tx, campaign.id, prefix_group, self.now - campaign.rules.raid_window,
+                campaign.rules.prefix_cluster_senders)
+        return self._prefix_senders[key]
+
+    def judged(self, campaign: Campaign, sender: str, text: str, text_key: str,
+               verdict: Verdict, first_contact: bool, would_stop: tuple[str, ...]) -> None:
+        """What a judged message adds: its band keys (seen by the rest of the batch at
+        once), and, when the rules let it through, the normal-traffic rollups and usual
+        texts (a raid's texts never become usual: none are counted while one is on)."""
+        for key in neardup.text_keys(text):
+            self._batch_bands.setdefault((campaign.id, key), set()).add(sender)
+            self.bands.append({"campaign": campaign.id, "band": key, "sender": sender,
+                               "at": self.now})
+        minute = minute_of(self.now)
+        for rule in would_stop:
+            self._roll(campaign.id, WOULD_STOP + rule, minute)
+        if verdict.verdict != REPLY:
+            return
+        self._roll(campaign.id, INBOUND, minute)
+        if first_contact:
+            self._roll(campaign.id, NEW_SENDERS, minute)
+            recent, baseline = self.new_sender_rates(campaign)
+            if text_key and not abuse.raid_in_progress(
+                    campaign.rules, CampaignStats(recent, baseline, 0, 0)):
+                usual = (campaign.id, text_key)
+                self.usual_counts[usual] = self.usual_counts.get(usual, 0) + 1
+
+    def _roll(self, campaign_id: int, series: str, minute: int) -> None:
+        key = (campaign_id, series, minute)
+        self.rollups[key] = self.rollups.get(key, 0) + 1
+
+    def write(self) -> None:
+        rollups.add_rollups(self.tx, self.rollups)
+        texts.add_bands(self.tx, self.bands)
+        texts.count_usual_texts(self.tx, self.usual_counts, self.now)
