@@ -26,11 +26,23 @@ def senders_of_band(tx: Transaction, campaign_id: int, band: str, since: datetim
 
 
 def add_bands(tx: Transaction, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Rows of `campaign`, `band`, `sender`, `at`, in one round trip."""
-    if rows:
-        tx.executemany(
+    """Rows of `campaign`, `band`, `sender`, `at`: on PostgreSQL in one statement over
+    arrays (a batch writes thousands of keys; one row each would cost a fifth of the
+    inbound path), elsewhere in one round trip."""
+    if not rows:
+        return
+    if tx.dialect == "postgresql":
+        tx.execute(
             "INSERT INTO text_bands (campaign_id, band, sender, received_at)"
-            " VALUES (%(campaign)s, %(band)s, %(sender)s, %(at)s)", rows)
+            " SELECT * FROM unnest(%(campaigns)s::bigint[], %(bands)s::text[],"
+            " %(senders)s::text[], %(ats)s::timestamptz[])",
+            {"campaigns": [row["campaign"] for row in rows],
+             "bands": [row["band"] for row in rows],
+             "senders": [row["sender"] for row in rows], "ats": [row["at"] for row in rows]})
+        return
+    tx.executemany(
+        "INSERT INTO text_bands (campaign_id, band, sender, received_at)"
+        " VALUES (%(campaign)s, %(band)s, %(sender)s, %(at)s)", rows)
 
 
 def usual_text_senders(tx: Transaction, campaign_id: int, text_key: str) -> int:

@@ -27,6 +27,10 @@ DATABASE_COMMANDS = [
     ["status"],
     ["evidence", "export", "--campaign", CAMPAIGN, "--out", "evidence.csv"],
     ["purge"],
+    ["rules", "show", CAMPAIGN],
+    ["rules", "set", CAMPAIGN, "lexicon=record"],
+    ["explain", "33612345678"],
+    ["explain", "--message", "1"],
 ]
 KEYS = {"RELOUS_SECRET_KEY": "cli-test-secret-key-0123456789",
         "RELOUS_EVIDENCE_KEY": "J0IhnNDVUCQ6ZR7nKp7r1g5KcS9M3t1yW4O9bWrbsVw="}

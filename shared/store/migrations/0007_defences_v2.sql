@@ -14,15 +14,15 @@ CREATE TABLE traffic_rollups (
 );
 
 -- Near-duplicate text signals: the MinHash band keys of recent messages (shared/rules/
--- neardup.py); two texts that share a band are near-duplicates. Kept for a day.
+-- neardup.py); two texts that share a band are near-duplicates. Kept for a day (purged
+-- daily by a scan: an index on the age would cost every insert more than it saves).
 CREATE TABLE text_bands (
-    campaign_id BIGINT NOT NULL REFERENCES campaigns (id),
+    campaign_id BIGINT NOT NULL,  -- no foreign key: a check per key costs the inbound path
     band TEXT NOT NULL,
     sender TEXT NOT NULL,
     received_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX text_bands_lookup ON text_bands (campaign_id, band, received_at);
-CREATE INDEX text_bands_age ON text_bands (received_at);
 
 -- Texts that are frequent in a campaign's normal traffic (first contacts the rules let
 -- through while no raid was in progress): never a raid signal on their own.
