@@ -35,13 +35,12 @@ def evaluate_storm_mode(tx: Transaction, now: datetime) -> list[tuple[str, bool,
     """
     changed = []
     for campaign in campaigns.list_campaigns(tx):
-        if campaign.rules.mode("storm") == "off":
-            continue
         per_minute = inbound.inbound_since(tx, campaign.id, now - MINUTE)
         threshold = storm_threshold(campaign.rules, rollups.baseline(
             tx, campaign, INBOUND, MINUTE, now))
-        storm = next_storm_mode(campaign.rules, campaign.storm_mode, per_minute,
-                                campaign.storm_changed_at, now, threshold.value)
+        storm = campaign.rules.mode("storm") != "off" and next_storm_mode(
+            campaign.rules, campaign.storm_mode, per_minute, campaign.storm_changed_at, now,
+            threshold.value)
         if storm != campaign.storm_mode:
             campaigns.set_storm_mode(tx, campaign.id, storm, now)
             measured = (f"{per_minute} messages in the last minute, threshold "
@@ -65,7 +64,7 @@ def trip_on_spend_rate(tx: Transaction, now: datetime) -> list[tuple[str, str]]:
         rules = campaign.rules
         threshold = Threshold(rules.spend_trip_floor_euros, rules.spend_trip_ratio,
                               rollups.baseline(tx, campaign, SPEND, SPEND_WINDOW, now),
-                              rules.baseline_days, rules.baseline_percentile)
+                              rules.baseline_days, rules.baseline_peak_day)
         if spent > Decimal(str(threshold.value)):
             reason = (f"spend rate: {spent:.2f} EUR in 10 min, threshold "
                       f"{threshold.explain()} EUR")

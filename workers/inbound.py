@@ -132,7 +132,7 @@ class _Batch:
         else:
             sender_stats = self.sender_stats(campaign.id, sender, key, state)
             campaign_stats = self.signals.stats(campaign, text, key, sender, prefix_group,
-                                                bool(hits))
+                                                bool(hits) and rules.mode("lexicon") != "off")
         verdict = abuse.score_message(rules, sender_stats, campaign_stats, hits)
         reasons, would_stop = list(verdict.reasons), verdict.would_stop
         if self.keys.evidence_key and verdict.score >= rules.suppress_score:
@@ -156,7 +156,8 @@ class _Batch:
             reasons.extend(decision.reasons)
         final = decision.verdict if decision else verdict.verdict
         self.signals.judged(campaign, sender, text, key, verdict,
-                            state["message_count"] == 1, would_stop)
+                            state["message_count"] == 1, would_stop,
+                            gate is not None and gate_mode == "enforce")
         self.verdicts.append({"verdict": final, "reasons": "; ".join(reasons),
                               "score": verdict.score, "id": inbound_id,
                               "would_stop": ",".join(would_stop)})

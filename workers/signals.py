@@ -35,7 +35,7 @@ class BatchSignals:
         self._prefix_senders: dict[tuple[int, str], int] = {}
         self._band_senders: dict[tuple[int, str], set[str]] = {}  # read from the database
         self._batch_bands: dict[tuple[int, str], set[str]] = {}  # this batch's, unwritten
-        self._usual: dict[tuple[int, str], int] = {}
+        self._usual: dict[tuple[int, str], bool] = {}
         self.rollups: dict[tuple[int, str, int], int] = {}
         self.bands: list[dict[str, object]] = []
         self.usual_counts: dict[tuple[int, str], int] = {}
@@ -105,12 +105,18 @@ class BatchSignals:
         return len(found)
 
     def usual(self, campaign: Campaign, text_key: str) -> bool:
+        """Sent by `usual_text_senders` first-time senders on `usual_text_days` days of
+        calm normal traffic: what real people type, not a slogan primed in one evening."""
         if not text_key:
             return False
         key = (campaign.id, text_key)
         if key not in self._usual:
-            self._usual[key] = texts.usual_text_senders(self.tx, campaign.id, text_key)
-        return self._usual[key] >= campaign.rules.usual_text_senders
+            rules = campaign.rules
+            senders_count, days = texts.usual_text_spread(
+                self.tx, campaign.id, text_key, self.now - timedelta(days=rules.baseline_days))
+            self._usual[key] = (senders_count >= rules.usual_text_senders
+                                and days >= rules.usual_text_days)
+        return self._usual[key]
 
     def prefix_senders(self, campaign: Campaign, prefix_group: str) -> int:
         """First-time senders of this number prefix in the raid window (counted up to
@@ -123,10 +129,13 @@ class BatchSignals:
         return self._prefix_senders[key]
 
     def judged(self, campaign: Campaign, sender: str, text: str, text_key: str,
-               verdict: Verdict, first_contact: bool, would_stop: tuple[str, ...]) -> None:
+               verdict: Verdict, first_contact: bool, would_stop: tuple[str, ...],
+               gated: bool) -> None:
         """What a judged message adds: its band keys (seen by the rest of the batch at
-        once), and, when the rules let it through, the normal-traffic rollups and usual
-        texts (a raid's texts never become usual: none are counted while one is on)."""
+        once), and, when it is normal traffic — the rules let it through and the
+        destination gate did not stop it — the rollups the baselines read. New senders
+        and usual texts are counted only while the campaign is calm (well below the raid
+        threshold): a raid or a surge never teaches the campaign its normal."""
         for key in neardup.text_keys(text):
             self._batch_bands.setdefault((campaign.id, key), set()).add(sender)
             self.bands.append({"campaign": campaign.id, "band": key, "sender": sender,
@@ -134,16 +143,19 @@ class BatchSignals:
         minute = minute_of(self.now)
         for rule in would_stop:
             self._roll(campaign.id, WOULD_STOP + rule, minute)
-        if verdict.verdict != REPLY:
+        if verdict.verdict != REPLY or gated:
             return
         self._roll(campaign.id, INBOUND, minute)
-        if first_contact:
+        if first_contact and self.calm(campaign):
             self._roll(campaign.id, NEW_SENDERS, minute)
-            recent, baseline = self.new_sender_rates(campaign)
-            if text_key and not abuse.raid_in_progress(
-                    campaign.rules, CampaignStats(recent, baseline, 0, 0)):
+            if text_key:
                 usual = (campaign.id, text_key)
                 self.usual_counts[usual] = self.usual_counts.get(usual, 0) + 1
+
+    def calm(self, campaign: Campaign) -> bool:
+        """First-time senders in the raid window under half the raid threshold."""
+        recent, baseline = self.new_sender_rates(campaign)
+        return 2 * recent < abuse.raid_threshold(campaign.rules, baseline).value
 
     def _roll(self, campaign_id: int, series: str, minute: int) -> None:
         key = (campaign_id, series, minute)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from shared.rules.baselines import Threshold
 from shared.rules.campaign import CampaignRules
-from shared.rules.neardup import respelt_words
+from shared.rules.neardup import joined_pieces, skeleton
 from shared.rules.skeleton import fold
 
 REPLY, SUPPRESS, BLOCK = "reply", "suppress", "block"
@@ -80,13 +80,13 @@ class Signal:
 def raid_threshold(rules: CampaignRules, baseline: float) -> Threshold:
     """First-time senders per raid window from which a burst is a raid."""
     return Threshold(rules.raid_min_new_senders, rules.raid_ratio, baseline,
-                     rules.baseline_days, rules.baseline_percentile)
+                     rules.baseline_days, rules.baseline_peak_day)
 
 
 def storm_threshold(rules: CampaignRules, baseline: float) -> Threshold:
     """Inbound messages per minute from which the campaign goes into storm mode."""
     return Threshold(rules.storm_threshold_per_minute, rules.storm_ratio, baseline,
-                     rules.baseline_days, rules.baseline_percentile)
+                     rules.baseline_days, rules.baseline_peak_day)
 
 
 def raid_in_progress(rules: CampaignRules, stats: CampaignStats) -> bool:
@@ -202,15 +202,15 @@ def fingerprint(text: str) -> str:
 
 
 def lexicon_hits(text: str, lexicon: tuple[str, ...]) -> tuple[str, ...]:
-    """The lexicon's terms in `text`, as written or respelt (leetspeak, spaced letters:
-    `neardup.respelt_words`), on word boundaries either way."""
-    padded, respelt = f" {normalise(text)} ", f" {respelt_words(text)} "
+    """The lexicon's terms in `text`, as written or disguised (leetspeak, look-alikes,
+    marks or spaces inside words: `neardup.joined_pieces`), on word boundaries either way."""
+    padded, pieces = f" {normalise(text)} ", joined_pieces(text)
     written = tuple(term for term in lexicon if f" {term} " in padded)
-    seen = {respelt_words(term) for term in written}  # "conasse" is "connasse" respelt
+    seen = {skeleton(term) for term in written}  # "conasse" is "connasse" respelt
     disguised = []
     for term in lexicon:
-        form = respelt_words(term)
-        if form not in seen and f" {form} " in respelt:
+        form = skeleton(term)
+        if form not in seen and form in pieces:
             seen.add(form)
             disguised.append(term)
     return written + tuple(disguised)

@@ -1,18 +1,20 @@
 """Adaptive thresholds: each campaign judged against its own normal.
 
-A threshold is `max(floor, ratio × baseline)`, where the baseline is the campaign's busiest
-windows of *normal* traffic (what the abuse rules let through) over the last
-`baseline_days`, taken at `baseline_percentile` (100: the busiest window; 99: the window
-that 1 % of windows exceed). Windows without traffic count as zeros, so a quiet number's
-baseline is about zero and its threshold stays at the floor; a busy one's grows with it.
-Counting only normal traffic, and a percentile rather than the maximum, keeps an attacker
-from raising the bar with a few floods (the rollups that feed this are in
-shared/store/rollups.py).
+A threshold is `max(floor, ratio × baseline)`. The baseline is the campaign's *peak* of
+normal traffic (what it answered, or would have, outside raids) over the last
+`baseline_days`: each day's busiest window, and of those the `baseline_peak_day`-th
+busiest day (3: the third busiest day's busiest window). A quiet number has no busy day
+and stays at its floor; a busy one is judged against its usual evenings.
+
+Why the k-th busiest *day* rather than the busiest window or a percentile of windows: an
+attacker who gets their own traffic counted as normal (real SIMs, answered, outside a
+raid) must do it on k different days to move the baseline, where a percentile of 5-minute
+windows moved after one evening of 41 windows (red team, SECURITY.md). The rollups that
+feed this are in shared/store/rollups.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -24,7 +26,7 @@ class Threshold:
     ratio: float
     baseline: float
     days: int
-    percentile: float
+    peak_day: int
 
     @property
     def value(self) -> float:
@@ -35,19 +37,12 @@ class Threshold:
         return self.ratio * self.baseline > self.floor
 
     def explain(self) -> str:
-        """`90 = 3 × 14-day p99 30`, or `30 = floor` (no history above it)."""
+        """`90 = 3 × 14-day peak 30`, or `30 = floor` (no history above it)."""
         if not self.adaptive:
             return f"{_number(self.value)} = floor"
-        which = "max" if self.percentile >= 100 else f"p{_number(self.percentile)}"
+        which = "max" if self.peak_day <= 1 else "peak"
         return (f"{_number(self.value)} = {_number(self.ratio)} × {self.days}-day {which} "
                 f"{_number(self.baseline)}")
-
-
-def baseline_rank(days: int, window_minutes: int, percentile: float) -> int:
-    """Which window, counted from the busiest (1), is the baseline: over `days` of
-    `window_minutes` windows, the one that (100 - percentile) % of windows exceed."""
-    windows = max(1, days * 1440 // max(1, window_minutes))
-    return max(1, math.ceil(windows * (100 - percentile) / 100))
 
 
 def _number(value: float) -> str:

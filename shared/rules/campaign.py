@@ -30,8 +30,8 @@ def _mode(raw: str) -> str:
     return mode
 
 
-# Knobs with an upper bound: a percentile, and baselines the rollups keep (ROLLUP_DAYS).
-_MAXIMA = {"baseline_percentile": 100, "baseline_days": 30}
+# Knobs with an upper bound: how far back the rollups go (ROLLUP_DAYS).
+_MAXIMA = {"baseline_peak_day": 30, "baseline_days": 30}
 
 # How each string knob is checked and written back (a bad value raises ValueError).
 _STRING_KNOBS = {"reply_countries": _countries} | {f"mode_{rule}": _mode for rule in RULES}
@@ -47,10 +47,10 @@ class CampaignRules:
     repeat_per_day: int = 3
     raid_window_seconds: int = 300
     # Adaptive thresholds (`shared/rules/baselines.py`): max(floor, ratio × the campaign's
-    # own busiest windows of normal traffic over `baseline_days`, at `baseline_percentile`;
-    # 100 = the busiest one). A new campaign runs on the floors.
+    # peak of normal traffic: over `baseline_days`, the `baseline_peak_day`-th busiest
+    # day's busiest window). A new campaign runs on the floors.
     baseline_days: int = 14
-    baseline_percentile: float = 99.0
+    baseline_peak_day: int = 3
     raid_min_new_senders: int = 30
     raid_ratio: float = 3.0
     raid_same_text_senders: int = 4
@@ -70,9 +70,11 @@ class CampaignRules:
     # campaign's usual busiest 10 minutes): a person must start sending again.
     spend_trip_floor_euros: float = 50.0
     spend_trip_ratio: float = 10.0
-    # A text sent by this many first-time senders whom the rules let through, while no
-    # raid was on, is usual for the campaign: never a raid signal on its own.
+    # A text sent by this many first-time senders whom the rules let through while the
+    # campaign was calm, on this many different days (within `baseline_days`), is usual
+    # for the campaign: never a raid signal on its own.
     usual_text_senders: int = 20
+    usual_text_days: int = 3
     # ISO 3166 codes ("FR,BE") whose mobiles may get a reply; "" = the campaign number's.
     reply_countries: str = ""
     mode_velocity: str = "enforce"

@@ -78,25 +78,28 @@ def band_keys(text: str) -> tuple[str, ...]:
         for band in range(BANDS))
 
 
+# The longest lexicon term, in letters, that `joined_pieces` must be able to rebuild.
+MAX_TERM_LETTERS = 40
+
+
 @lru_cache(maxsize=4096)
-def respelt_words(text: str) -> str:
-    """The words of `text` with spelling undone but word breaks kept, for the lexicon:
-    fold, lower case, `LEET`, repeats collapsed, and single letters split by one
-    character joined ("s p a m m e z", "s.p.4.m" → "spamez", "spam"); a longer gap is a
-    word break ("J V C   e s t" → "jvc est")."""
-    joined: list[str] = []
-    spelt_out = False  # the last word was a single letter: a next single letter joins it
-    for match in _LETTERS_AND_GAP.finditer(fold(text).lower().translate(LEET)):
-        gap, word = match.groups()
-        if len(word) == 1 and spelt_out and len(gap) == 1:
-            joined[-1] += word
-        else:
-            joined.append(word)
-        spelt_out = len(word) == 1
-    return " ".join(_REPEATED.sub(r"\1", word) for word in joined)
-
-
-_LETTERS_AND_GAP = re.compile(r"([^a-z]*)([a-z]+)")
+def joined_pieces(text: str) -> frozenset[str]:
+    """Every run of consecutive pieces of `text`, joined, as skeletons: fold, lower case,
+    `LEET`, letters only, repeats collapsed. A piece is a run of letters, so a mark, a
+    space or a stray digit inside a word ("spa.mmez", "s p a m", "spa2mmez") only cuts it
+    in pieces that join back ("spamez"), while a lexicon term still has to start and end
+    where the text's words do ("disputer" does not contain "pute")."""
+    pieces = _NOT_LETTER.split(fold(text).lower().translate(LEET))
+    pieces = [piece for piece in pieces if piece]
+    found = set()
+    for start in range(len(pieces)):
+        joined = ""
+        for piece in pieces[start:]:
+            joined += piece
+            if len(joined) > 2 * MAX_TERM_LETTERS:
+                break
+            found.add(_REPEATED.sub(r"\1", joined))
+    return frozenset(found)
 
 
 # A short text (a skeleton under MIN_LETTERS) is compared whole: "salut connasse" pasted by
@@ -106,14 +109,42 @@ MIN_SHORT_LETTERS = 4
 
 @lru_cache(maxsize=4096)
 def text_keys(text: str) -> tuple[str, ...]:
-    """What the same-text raid signal compares: the band keys of a long enough text, one
-    key of the whole skeleton for a short one ("short:8 hex digits"), () for a text under
-    MIN_SHORT_LETTERS letters."""
+    """What the same-text raid signal compares: the band keys of a long enough text and
+    of its set of words (`word_band_keys`), one key of the whole skeleton for a short one
+    ("short:8 hex digits"), () for a text under MIN_SHORT_LETTERS letters."""
     keys = band_keys(text)
     letters = skeleton(text)
-    if keys or len(letters) < MIN_SHORT_LETTERS:
-        return keys
+    if keys:
+        return keys + word_band_keys(text)
+    if len(letters) < MIN_SHORT_LETTERS:
+        return ()
     return ("short:" + hashlib.blake2b(letters.encode(), digest_size=4).hexdigest(),)
+
+
+# Word-set MinHash: the slogan's words in another order, or drowned in appended words,
+# are still most of its words. 8 bands × 2 rows: threshold (1/8)^(1/2) ≈ 0.35, so a
+# 7-word slogan with 8 random words appended (J ≈ 0.47) shares a key with probability
+# 0.86, shuffled (J = 1) always. Words of MIN_WORD_LETTERS or more, as skeletons.
+WORD_BANDS, WORD_ROWS, MIN_WORD_LETTERS, MIN_WORDS = 8, 2, 3, 3
+_WORD_SIGNATURE = struct.Struct(f"<{WORD_BANDS * WORD_ROWS}I")
+_WORD_BAND = struct.Struct(f"<{WORD_ROWS}I")
+
+
+def word_band_keys(text: str) -> tuple[str, ...]:
+    """The MinHash LSH band keys of the set of `text`'s words ("w3:8 hex digits"); () for
+    fewer than MIN_WORDS words."""
+    words = {word for word in map(skeleton, _BETWEEN_WORDS.split(text))
+             if len(word) >= MIN_WORD_LETTERS}
+    if len(words) < MIN_WORDS:
+        return ()
+    rows = [_WORD_SIGNATURE.unpack(hashlib.shake_128(_SEED + b"w:" + word.encode()).digest(
+        _WORD_SIGNATURE.size)) for word in words]
+    signature = list(map(min, zip(*rows, strict=True)))
+    return tuple(
+        f"w{band}:" + hashlib.blake2b(
+            _WORD_BAND.pack(*signature[band * WORD_ROWS:(band + 1) * WORD_ROWS]),
+            digest_size=4).hexdigest()
+        for band in range(WORD_BANDS))
 
 
 def near_duplicates(first: str, second: str) -> bool:

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from shared.rules.baselines import baseline_rank
 from shared.rules.campaign import Campaign
 from shared.store.db import Transaction
 
@@ -44,31 +43,29 @@ def total_since(tx: Transaction, campaign_id: int, series: str, since: datetime)
     return Decimal(str(row["total"]))
 
 
-def ranked_window(tx: Transaction, campaign_id: int, series: str, until: datetime,
-                  days: int, window: timedelta, rank: int) -> Decimal:
-    """The `rank`-th busiest window (1: the busiest) of `window` length over the `days`
-    before `until`; 0 when fewer windows had any traffic (quiet windows count as zeros)."""
+def peak(tx: Transaction, campaign_id: int, series: str, until: datetime, days: int,
+         window: timedelta, peak_day: int) -> Decimal:
+    """Over the `days` before `until`: each day's busiest `window`, and of those the
+    `peak_day`-th busiest (1: the busiest); 0 when fewer days had any traffic."""
     size = max(1, int(window.total_seconds()) // 60)
     row = tx.execute(
-        "SELECT SUM(value) AS total FROM traffic_rollups"
-        " WHERE campaign_id = %(campaign)s AND series = %(series)s"
-        " AND minute >= %(start)s AND minute < %(end)s"
-        " GROUP BY minute / %(size)s ORDER BY total DESC LIMIT 1 OFFSET %(skip)s",
-        {"campaign": campaign_id, "series": series, "size": size, "skip": rank - 1,
+        "SELECT MAX(total) AS peak FROM (SELECT MIN(minute) AS first, SUM(value) AS total"
+        " FROM traffic_rollups WHERE campaign_id = %(campaign)s AND series = %(series)s"
+        " AND minute >= %(start)s AND minute < %(end)s GROUP BY minute / %(size)s) AS windows"
+        " GROUP BY first / 1440 ORDER BY peak DESC LIMIT 1 OFFSET %(skip)s",
+        {"campaign": campaign_id, "series": series, "size": size, "skip": peak_day - 1,
          "start": minute_of(until - timedelta(days=days)), "end": minute_of(until)},
     ).fetchone()
-    return Decimal(str(row["total"])) if row else Decimal(0)
+    return Decimal(str(row["peak"])) if row else Decimal(0)
 
 
 def baseline(tx: Transaction, campaign: Campaign, series: str, window: timedelta,
              now: datetime) -> float:
-    """The campaign's usual busiest `window` of a series (shared/rules/baselines.py): its
-    `baseline_percentile` window over `baseline_days`, before the current one."""
+    """The campaign's peak of a series per `window` (shared/rules/baselines.py), over
+    `baseline_days` before the current window."""
     rules = campaign.rules
-    rank = baseline_rank(rules.baseline_days, int(window.total_seconds()) // 60,
-                         rules.baseline_percentile)
-    return float(ranked_window(tx, campaign.id, series, now - window, rules.baseline_days,
-                               window, rank))
+    return float(peak(tx, campaign.id, series, now - window, rules.baseline_days, window,
+                      rules.baseline_peak_day))
 
 
 def series_totals(tx: Transaction, campaign_id: int, prefix: str,

@@ -45,32 +45,39 @@ def add_bands(tx: Transaction, rows: Sequence[Mapping[str, Any]]) -> None:
         " VALUES (%(campaign)s, %(band)s, %(sender)s, %(at)s)", rows)
 
 
-def usual_text_senders(tx: Transaction, campaign_id: int, text_key: str) -> int:
-    """How many first-time senders of the campaign's normal traffic sent this text."""
+def usual_text_spread(tx: Transaction, campaign_id: int, text_key: str,
+                      since: datetime) -> tuple[int, int]:
+    """(first-time senders, distinct days) of this text in the campaign's calm normal
+    traffic since `since`."""
     row = tx.execute(
-        "SELECT senders FROM usual_texts WHERE campaign_id = %(campaign)s"
-        " AND text_key = %(key)s", {"campaign": campaign_id, "key": text_key}).fetchone()
-    return int(row["senders"]) if row else 0
+        "SELECT COALESCE(SUM(senders), 0) AS senders, COUNT(*) AS days FROM usual_texts"
+        " WHERE campaign_id = %(campaign)s AND text_key = %(key)s AND day >= %(since)s",
+        {"campaign": campaign_id, "key": text_key, "since": day_of(since)}).fetchone()
+    return int(row["senders"]), int(row["days"])
 
 
 def count_usual_texts(tx: Transaction, counts: Mapping[tuple[int, str], int],
                       now: datetime) -> None:
-    """Add first-time senders to (campaign id, text key) counts, in a fixed order."""
-    rows = [{"campaign": campaign, "key": key, "n": n, "now": now}
+    """Add first-time senders to (campaign id, text key) counts of `now`'s day, in a fixed
+    order."""
+    rows = [{"campaign": campaign, "key": key, "n": n, "day": day_of(now)}
             for (campaign, key), n in sorted(counts.items())]
     if rows:
         tx.executemany(
-            "INSERT INTO usual_texts (campaign_id, text_key, senders, last_seen_at)"
-            " VALUES (%(campaign)s, %(key)s, %(n)s, %(now)s)"
-            " ON CONFLICT (campaign_id, text_key) DO UPDATE"
-            " SET senders = usual_texts.senders + excluded.senders,"
-            " last_seen_at = excluded.last_seen_at", rows)
+            "INSERT INTO usual_texts (campaign_id, text_key, day, senders)"
+            " VALUES (%(campaign)s, %(key)s, %(day)s, %(n)s)"
+            " ON CONFLICT (campaign_id, text_key, day) DO UPDATE"
+            " SET senders = usual_texts.senders + excluded.senders", rows)
+
+
+def day_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // 86400
 
 
 def purge_texts(tx: Transaction, bands_before: datetime, usual_before: datetime) -> int:
     """Drop band keys and usual texts not seen since these times; rows dropped."""
     bands = tx.execute("DELETE FROM text_bands WHERE received_at < %(before)s",
                        {"before": bands_before}).rowcount
-    usual = tx.execute("DELETE FROM usual_texts WHERE last_seen_at < %(before)s",
-                       {"before": usual_before}).rowcount
+    usual = tx.execute("DELETE FROM usual_texts WHERE day < %(before)s",
+                       {"before": day_of(usual_before)}).rowcount
     return int(bands) + int(usual)

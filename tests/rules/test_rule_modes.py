@@ -16,7 +16,7 @@ from shared.rules.abuse import (
     score_message,
     storm_threshold,
 )
-from shared.rules.baselines import Threshold, baseline_rank
+from shared.rules.baselines import Threshold
 from shared.rules.campaign import RULES, CampaignRules
 
 QUIET = CampaignStats(1, 0.0, 1, 1)
@@ -105,19 +105,12 @@ def test_a_quiet_numbers_threshold_stays_at_its_floor():
 def test_a_busy_numbers_threshold_follows_its_own_normal():
     threshold = raid_threshold(CampaignRules(), 30.0)
     assert threshold.value == 90
-    assert threshold.explain() == "90 = 3 × 14-day p99 30"
-    assert Threshold(30, 3, 30, 14, 100).explain() == "90 = 3 × 14-day max 30"
-    assert Threshold(5, 2.5, 2.5, 7, 95).explain() == "6.25 = 2.5 × 7-day p95 2.5"
+    assert threshold.explain() == "90 = 3 × 14-day peak 30"
+    assert Threshold(30, 3, 30, 14, 1).explain() == "90 = 3 × 14-day max 30"
+    assert Threshold(5, 2.5, 2.5, 7, 3).explain() == "6.25 = 2.5 × 7-day peak 2.5"
 
 
-def test_the_baseline_rank_is_the_percentile_of_all_windows_quiet_ones_included():
-    assert baseline_rank(14, 5, 100) == 1, "100: the busiest window"
-    assert baseline_rank(14, 5, 99) == 41, "1 % of 4,032 five-minute windows"
-    assert baseline_rank(14, 1, 99) == 202
-    assert baseline_rank(1, 10, 50) == 72
-
-
-@pytest.mark.parametrize(("knob", "raw"), [("baseline_percentile", "101"),
+@pytest.mark.parametrize(("knob", "raw"), [("baseline_peak_day", "31"),
                                           ("baseline_days", "45")])
 def test_baseline_knobs_are_bounded(knob, raw):
     with pytest.raises(ValueError, match="at most"):

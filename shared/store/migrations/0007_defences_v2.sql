@@ -24,14 +24,16 @@ CREATE TABLE text_bands (
 );
 CREATE INDEX text_bands_lookup ON text_bands (campaign_id, band, received_at);
 
--- Texts that are frequent in a campaign's normal traffic (first contacts the rules let
--- through while no raid was in progress): never a raid signal on their own.
+-- Texts that are frequent in a campaign's normal traffic: first contacts the rules let
+-- through while the campaign was calm, per day (`day` = Unix time // 86400). A text is
+-- usual once enough senders sent it on enough different days; then it is never a raid
+-- signal on its own.
 CREATE TABLE usual_texts (
     campaign_id BIGINT NOT NULL REFERENCES campaigns (id),
     text_key TEXT NOT NULL,
+    day BIGINT NOT NULL,
     senders INTEGER NOT NULL,
-    last_seen_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (campaign_id, text_key)
+    PRIMARY KEY (campaign_id, text_key, day)
 );
 
 -- Record-only rules: which of them would have stopped this message (comma-separated).
