@@ -11,7 +11,17 @@ from shared.metrics import INBOUND as INBOUND_METRIC
 from shared.rules.abuse import next_storm_mode, storm_threshold
 from shared.rules.baselines import Threshold
 from shared.settings import Settings
-from shared.store import alerts, campaigns, counters, evidence, inbound, replies, rollups, texts
+from shared.store import (
+    alerts,
+    budgets,
+    campaigns,
+    counters,
+    evidence,
+    inbound,
+    replies,
+    rollups,
+    texts,
+)
 from shared.store.db import Transaction
 from shared.store.rollups import INBOUND, SPEND
 from workers.inbound import text_key
@@ -54,15 +64,23 @@ def evaluate_storm_mode(tx: Transaction, now: datetime) -> list[tuple[str, bool,
 
 def trip_on_spend_rate(tx: Transaction, now: datetime) -> list[tuple[str, str]]:
     """Halt the sending of campaigns whose last 10 minutes' spend passes their adaptive
-    threshold (max(floor, ratio × their usual busiest 10 minutes)); only a person starts
-    it again. Returns (campaign, reason) for each trip."""
+    threshold; only a person starts it again. Returns (campaign, reason) for each trip.
+
+    The threshold is max(floor, ratio × the campaign's usual peak 10 minutes), where the
+    floor is the larger of `spend_trip_floor_euros` and the campaign's hourly cap: an
+    operator who raised the cap for a broadcast expects that pace, and a whole hour's cap
+    spent in 10 minutes is the surprise this trip is for."""
     tripped = []
     for campaign in campaigns.list_campaigns(tx):
         if campaign.sending_halted:
             continue
         spent = rollups.total_since(tx, campaign.id, SPEND, now - SPEND_WINDOW + MINUTE)
-        rules = campaign.rules
-        threshold = Threshold(rules.spend_trip_floor_euros, rules.spend_trip_ratio,
+        if not spent:
+            continue
+        rules, budget = campaign.rules, budgets.budget_of(tx, campaign.id, now)
+        floor = max(Decimal(str(rules.spend_trip_floor_euros)),
+                    budget.hourly_cap if budget and budget.hourly_cap else Decimal(0))
+        threshold = Threshold(float(floor), rules.spend_trip_ratio,
                               rollups.baseline(tx, campaign, SPEND, SPEND_WINDOW, now),
                               rules.baseline_days, rules.baseline_peak_day)
         if spent > Decimal(str(threshold.value)):

@@ -139,7 +139,8 @@ class _Batch:
             evidence.keep_evidence(tx, campaign.id, sender,
                                    seal(sms.msisdn, self.keys.evidence_key),
                                    "; ".join(verdict.reasons), now)
-        if verdict.verdict == BLOCK and not blocked and listed != "block":
+        if (verdict.verdict == BLOCK or verdict.caught_raiding) and not blocked \
+                and listed != "block":
             senders.block_sender(tx, campaign.id, sender, abuse.block_until(rules, now))
         decision = None
         gate_mode = rules.mode("destination_gate")

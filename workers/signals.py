@@ -55,7 +55,10 @@ class BatchSignals:
         recent, baseline = self.new_sender_rates(campaign)
         stats = CampaignStats(recent, baseline, 0, 0, campaign.storm_mode)
         if not abuse.raid_in_progress(campaign.rules, stats):
-            return stats
+            if not insulting:  # a prefix cluster alone never suppresses: not worth a query
+                return stats
+            return CampaignStats(recent, baseline, 0, self.prefix_senders(campaign, prefix_group),
+                                 campaign.storm_mode)
         same = self.same_text_senders(campaign, text, text_key, sender, insulting)
         return CampaignStats(recent, baseline, same, self.prefix_senders(campaign, prefix_group),
                              campaign.storm_mode)

@@ -31,6 +31,7 @@ from shared.rules.neardup import joined_pieces, skeleton
 from shared.rules.skeleton import fold
 
 REPLY, SUPPRESS, BLOCK = "reply", "suppress", "block"
+RAID_RULES = frozenset({"raid_same_text", "prefix_cluster"})
 MIN_FINGERPRINT_LENGTH = 12
 
 
@@ -66,6 +67,14 @@ class Verdict:
     # Rules in `record` mode that would have made the verdict stricter (the reasons then
     # say "would suppress: …"); the verdict itself is what the enforced rules decided.
     would_stop: tuple[str, ...] = ()
+    # The enforced rules that fired.
+    fired: tuple[str, ...] = ()
+
+    @property
+    def caught_raiding(self) -> bool:
+        """Suppressed by the raid signals: the sender's later messages are held too (they
+        would otherwise be answered once the raid's burst is over)."""
+        return self.verdict != REPLY and bool(RAID_RULES & set(self.fired))
 
 
 @dataclass(frozen=True)
@@ -110,19 +119,22 @@ def signals(rules: CampaignRules, sender: SenderStats, campaign: CampaignStats,
         fired.append(Signal("repetition", rules.suppress_score,
                             f"repetition: same text {sender.same_text_today} times today "
                             f"(limit {rules.repeat_per_day})"))
+    raid = ""
     if raid_in_progress(rules, campaign):
         threshold = raid_threshold(rules, campaign.new_senders_baseline)
         raid = (f"raid: {campaign.new_senders_recent} new senders in "
-                f"{rules.raid_window_seconds // 60} min, threshold {threshold.explain()}")
+                f"{rules.raid_window_seconds // 60} min, threshold {threshold.explain()}; ")
         if campaign.same_text_senders >= rules.raid_same_text_senders:
             fired.append(Signal("raid_same_text", rules.lexicon_points,
-                                f"{raid}; same or near-same text from "
+                                f"{raid}same or near-same text from "
                                 f"{campaign.same_text_senders} senders (limit "
                                 f"{rules.raid_same_text_senders})"))
-        if campaign.prefix_new_senders >= rules.prefix_cluster_senders:
-            fired.append(Signal("prefix_cluster", rules.lexicon_points,
-                                f"{raid}; {campaign.prefix_new_senders} new senders share "
-                                f"this number prefix (limit {rules.prefix_cluster_senders})"))
+    # A block of numbers is a SIM farm with or without a raid on the whole campaign.
+    if campaign.prefix_new_senders >= rules.prefix_cluster_senders:
+        fired.append(Signal("prefix_cluster", rules.lexicon_points,
+                            f"{raid}{campaign.prefix_new_senders} new senders share this "
+                            f"number prefix in {rules.raid_window_seconds // 60} min "
+                            f"(limit {rules.prefix_cluster_senders})"))
     if lexicon_hits:
         fired.append(Signal("lexicon", rules.lexicon_points,
                             "lexicon: " + ", ".join(lexicon_hits[:3])))
@@ -155,7 +167,7 @@ def score_message(rules: CampaignRules, sender: SenderStats, campaign: CampaignS
         return verdict
     would = f"would {shadow.verdict}: " + "; ".join(signal.reason for signal in recorded)
     return Verdict(verdict.verdict, verdict.score, (*verdict.reasons, would),
-                   tuple(signal.rule for signal in recorded))
+                   tuple(signal.rule for signal in recorded), verdict.fired)
 
 
 _STRICTNESS = {REPLY: 0, SUPPRESS: 1, BLOCK: 2}
@@ -165,11 +177,14 @@ def _total(rules: CampaignRules, fired: list[Signal]) -> Verdict:
     """The verdict of these signals' points (storm mode suppresses a returning sender)."""
     total = sum(signal.points for signal in fired)
     reasons = tuple(signal.reason for signal in fired)
+    names = tuple(signal.rule for signal in fired)
     if total >= rules.block_score:
-        return Verdict(BLOCK, total, reasons)
-    if total >= rules.suppress_score or any(signal.rule == "storm" for signal in fired):
-        return Verdict(SUPPRESS, total, reasons)
-    return Verdict(REPLY, total, reasons)
+        return Verdict(BLOCK, total, reasons, fired=names)
+    if total >= rules.suppress_score:
+        return Verdict(SUPPRESS, total, reasons, fired=names)
+    if "storm" in names:  # a returning sender in a storm: held by nothing else
+        return Verdict(SUPPRESS, total, reasons, fired=("storm",))
+    return Verdict(REPLY, total, reasons, fired=names)
 
 
 def next_storm_mode(rules: CampaignRules, storm_mode: bool, per_minute: float,
@@ -203,14 +218,15 @@ def fingerprint(text: str) -> str:
 
 def lexicon_hits(text: str, lexicon: tuple[str, ...]) -> tuple[str, ...]:
     """The lexicon's terms in `text`, as written or disguised (leetspeak, look-alikes,
-    marks or spaces inside words: `neardup.joined_pieces`), on word boundaries either way."""
+    marks or spaces inside words: `neardup.joined_pieces`; a plural in -s), on word
+    boundaries either way."""
     padded, pieces = f" {normalise(text)} ", joined_pieces(text)
     written = tuple(term for term in lexicon if f" {term} " in padded)
     seen = {skeleton(term) for term in written}  # "conasse" is "connasse" respelt
     disguised = []
     for term in lexicon:
         form = skeleton(term)
-        if form not in seen and form in pieces:
+        if form not in seen and (form in pieces or form + "s" in pieces):  # a plural
             seen.add(form)
             disguised.append(term)
     return written + tuple(disguised)

@@ -54,7 +54,7 @@ class CampaignRules:
     raid_min_new_senders: int = 30
     raid_ratio: float = 3.0
     raid_same_text_senders: int = 4
-    prefix_cluster_senders: int = 10
+    prefix_cluster_senders: int = 5
     lexicon_points: int = 30
     suppress_score: int = 50
     block_score: int = 100

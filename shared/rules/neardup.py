@@ -52,12 +52,21 @@ _SIGNATURE = struct.Struct(f"<{BANDS * ROWS}I")
 _BAND = struct.Struct(f"<{ROWS}I")
 
 
+# "!" is an "i" only inside a word ("R4!d"): at the end of one it ends a sentence.
+_INNER_BANG = re.compile(r"(?<=[^\W_])!(?=[^\W_])")
+
+
+def unleet(text: str) -> str:
+    """`fold`, lower case, then leetspeak read as letters (`LEET`, and "!" inside a word)."""
+    return _INNER_BANG.sub("i", fold(text).lower()).translate(LEET)
+
+
 @lru_cache(maxsize=4096)  # a message's skeleton serves its band keys and the greeting test
 def skeleton(text: str) -> str:
     """What is left once spelling is undone: `fold` (invisibles, accents, look-alikes),
     lower case, `LEET` mapped to letters, letters only, each run of a letter kept once.
     "s p a m", "s.p.a.m", "SP4M", "ѕраm" and "spaaam" all give "spam"."""
-    letters = _NOT_LETTER.sub("", fold(text).lower().translate(LEET))
+    letters = _NOT_LETTER.sub("", unleet(text))
     return _REPEATED.sub(r"\1", letters)
 
 
@@ -89,7 +98,7 @@ def joined_pieces(text: str) -> frozenset[str]:
     space or a stray digit inside a word ("spa.mmez", "s p a m", "spa2mmez") only cuts it
     in pieces that join back ("spamez"), while a lexicon term still has to start and end
     where the text's words do ("disputer" does not contain "pute")."""
-    pieces = _NOT_LETTER.split(fold(text).lower().translate(LEET))
+    pieces = _NOT_LETTER.split(unleet(text))
     pieces = [piece for piece in pieces if piece]
     found = set()
     for start in range(len(pieces)):

@@ -11,7 +11,9 @@ from workers.replay.scenarios import load_scenario, scenario_names, timeline
 
 
 def test_every_documented_scenario_ships():
-    assert set(scenario_names()) >= {"octobre-2017", "flood", "raid", "retry-storm", "viral"}
+    assert set(scenario_names()) >= {"octobre-2017", "flood", "raid", "retry-storm", "viral",
+                                     "obfuscated-raid", "surge-plus-raid", "pumping",
+                                     "slow-drip", "sim-farm"}
     for name in scenario_names():
         assert load_scenario(name)["description"]
 
@@ -54,11 +56,17 @@ def test_report_counts_per_class_and_spend_per_malicious_message():
                       {"to": "33622222222", "price": "0.0333", "at": 2.0}]
     rows, lines = summary(result)
     table = format_table(rows)
-    assert table.splitlines()[0].split() == ["class", "senders", "messages", "webhooks",
-                                             "acked", "replies", "spend", "EUR"]
-    assert rows[1] == ["flooder", "1", "1000", "1030", "1030", "1", "0.0333"]
+    assert table.splitlines()[0].split() == [
+        "class", "senders", "messages", "webhooks", "acked", "replies", "spend", "EUR",
+        "answered", "once", "never", "answered", "EUR", "per", "message"]
+    assert rows[1] == ["flooder", "1", "1000", "1030", "1030", "1", "0.0333", "1", "0",
+                       "0.00003"]
+    assert rows[2][7:] == ["1", "1", "0.01110"], "one ordinary sender never answered"
     assert "spend per malicious message: 0.00003 EUR" in lines[1]
     assert "answered exactly once: 1/2 (50.0%)" in lines[2]
+    assert "false positives): 1" in lines[3]
+    assert "malicious messages answered: 1 of 1000" in lines[4]
+    assert lines[-1] == "cap overshoot: 0.0000 EUR", "no cap, no overshoot"
 
 
 @pytest.mark.parametrize("name", ["flood", "viral"])

@@ -18,15 +18,8 @@ from shared.rules.neardup import (
     skeleton,
 )
 from workers.replay.scenarios import SLOGANS, _ordinary_text
+from workers.replay.variants import INVISIBLES, LOOK_ALIKES
 
-INVISIBLES = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")
-# Cyrillic and Greek letters that Unicode TS #39 folds to a Latin one.
-LOOK_ALIKES = {
-    "a": "\u0430", "c": "\u0441", "e": "\u0435", "i": "\u0456", "j": "\u0458",
-    "o": "\u043e\u03bf", "p": "\u0440", "s": "\u0455", "u": "\u03c5", "v": "\u03bd",
-    "x": "\u0445", "y": "\u0443", "A": "\u0410\u0391", "B": "\u0412\u0392",
-    "E": "\u0415\u0395", "M": "\u041c\u039c", "O": "\u041e\u039f", "T": "\u0422\u03a4",
-}
 LEET = {"a": "4@", "b": "8", "e": "3€", "g": "9", "i": "1", "l": "|", "o": "0", "s": "5$",
         "t": "7"}
 RANDOM_WORDS = ("lol", "mdr", "ptdr", "wesh", "frero", "go", "allez", "vite", "haha",

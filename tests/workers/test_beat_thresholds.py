@@ -93,3 +93,15 @@ def test_only_a_person_lifts_a_spend_trip(db, campaign):
     assert CliRunner().invoke(main, ["sending", "start", "--campaign", number]).exit_code == 0
     assert db.execute("SELECT sending_halted_reason FROM campaigns").fetchone()[
         "sending_halted_reason"] is None
+
+
+def test_a_broadcast_under_a_raised_hourly_cap_does_not_trip(db, campaign):
+    """An operator expecting a TV mention raises the hourly cap: spending at that pace is
+    expected; spending the whole hour's cap in 10 minutes is not."""
+    number = campaign()
+    assert CliRunner().invoke(main, ["budget", "set", number, "--hourly", "500"]).exit_code == 0
+    _roll(db, number, SPEND, {ago: Decimal(13) for ago in range(10)})  # 130 EUR
+    assert _beat(housekeeping.trip_on_spend_rate) == []
+    _roll(db, number, SPEND, {0: Decimal(400)})
+    [(_, reason)] = _beat(housekeeping.trip_on_spend_rate)
+    assert reason == "spend rate: 530.00 EUR in 10 min, threshold 500 = floor EUR"

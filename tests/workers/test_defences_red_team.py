@@ -86,4 +86,19 @@ def test_raiders_cannot_make_their_own_slogan_usual(db, campaign):
     verdicts = judge([(raider, slogan) for raider in farm], number, NOW)
     assert verdicts.count("reply") <= 30
     assert db.execute("SELECT COUNT(DISTINCT day) AS days FROM usual_texts").fetchone()[
-        "days"] == 1, "one day of priming: not usual (usual_text_days = 3)"
+        "days"] < 3, "priming within hours is not usual (usual_text_days = 3)"
+
+
+def test_a_raider_caught_in_the_burst_is_not_answered_once_it_is_over(db, campaign):
+    """Raiders send 3 to 5 messages over two hours: those suppressed as the raid peaked
+    were answered for a later one, once the new senders fell under the threshold (313
+    answered of 1,000 disguised raiders, against 256 plain, before they were held)."""
+    number = campaign()
+    raiders = senders(60, 7)
+    verdicts = judge([(raider, SLOGANS[0]) for raider in raiders], number, NOW)
+    caught = [raider for raider, verdict in zip(raiders, verdicts, strict=True)
+              if verdict == "suppress"]
+    assert len(caught) >= 25
+    later = judge([(raider, "t'es la ? reponds sale feministe") for raider in caught],
+                  number, NOW + timedelta(hours=1))
+    assert later == ["block"] * len(caught)

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import click
 
 from shared.store import campaigns as store
-from workers.cli.common import checked_reply, fail, open_database, parse_money, parse_number
+from workers.cli.common import (
+    checked_reply,
+    fail,
+    open_database,
+    parse_money,
+    parse_number,
+    parse_pairs,
+)
 
 
 @click.group()
@@ -93,12 +100,7 @@ def campaign_set(number: str, rules: tuple[str, ...], reply_text: str | None,
                  allow_multipart: bool) -> None:
     """Change a campaign: options, and abuse-rule knobs as RULE=VALUE (see README)."""
     number = parse_number(number)
-    changes = {}
-    for item in rules:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"{item!r}: give rules as KEY=VALUE, e.g. sender_per_minute=5", 2)
-        changes[key] = value
+    changes = parse_pairs(rules, "sender_per_minute=5")
     with open_database().transaction() as tx:
         current = store.find_campaign(tx, number)
         if current is None:

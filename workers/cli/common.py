@@ -80,3 +80,14 @@ def parse_number(value: str) -> str:
 
 def iso(value: datetime | None) -> str:
     return value.isoformat() if value else ""
+
+
+def parse_pairs(items: tuple[str, ...], example: str) -> dict[str, str]:
+    """`KEY=VALUE` arguments as a dict; exit 2 naming the first one without `=`."""
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"{item!r}: give KEY=VALUE, e.g. {example}", 2)
+        pairs[key.strip()] = value
+    return pairs

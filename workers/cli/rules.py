@@ -12,7 +12,7 @@ from shared.store import campaigns as store
 from shared.store import rollups
 from shared.store.db import Transaction
 from shared.store.rollups import INBOUND, NEW_SENDERS, WOULD_STOP
-from workers.cli.common import fail, open_database, parse_number
+from workers.cli.common import fail, open_database, parse_number, parse_pairs
 
 DAY = timedelta(days=1)
 
@@ -47,12 +47,7 @@ def rules_set(number: str, modes: tuple[str, ...]) -> None:
     """Set rules' modes: RULE=enforce|record|off (record: write what it would have done,
     change nothing)."""
     number = parse_number(number)
-    changes = {}
-    for item in modes:
-        rule, sep, mode = item.partition("=")
-        if not sep:
-            fail(f"{item!r}: give RULE=MODE, e.g. lexicon=record", 2)
-        changes[rule.strip()] = mode
+    changes = parse_pairs(modes, "lexicon=record")
     with open_database().transaction() as tx:
         campaign = _campaign(tx, number, lock=True)
         try:

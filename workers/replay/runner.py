@@ -13,16 +13,19 @@ import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import requests
 
+from shared.rules.budget import day_start, hour_start
+from shared.rules.phones import default_time_zone
 from shared.vonage.webhooks import expected_signature
-from workers.replay.scenarios import TimedWebhook
+from workers.replay.scenarios import LEGITIMATE, TimedWebhook, is_malicious
 
-MALICIOUS = ("flooder", "raider")
 # What the 2017 service paid per answered SMS (two segments, then one: 0.16 then 0.08).
 PRICE_2017 = Decimal("0.16")
 
@@ -40,6 +43,10 @@ class StormResult:
     sent_at: list[tuple[float, str]] = field(default_factory=list)  # scenario s, role
     replies: list[dict] = field(default_factory=list)      # from the provider's log
     caps: dict[str, float] = field(default_factory=dict)   # period -> EUR
+    # Senders whose reply was queued but never went out (caps, a halt); only a replay
+    # that reads the database knows them (bench/cost.py): the others count as suppressed.
+    unsent: set[str] = field(default_factory=set)
+    zone: str | None = None                                # the campaign's days, for caps
 
 
 def run_storm(webhooks: list[TimedWebhook], target: str, speed: float, *,
@@ -115,9 +122,11 @@ def collect_replies(result: StormResult, provider_log: str, settle_seconds: floa
 
 
 def read_caps(result: StormResult, target: str, campaign: str, token: str | None) -> None:
-    """The campaign's caps from the service's /metrics (none if not exposed)."""
+    """The campaign's caps from the service's /metrics (none if not exposed), and the time
+    zone its days start in (its number's, as the service's default)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    result.zone = default_time_zone(campaign)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         text = requests.get(target.rstrip("/") + "/metrics", headers=headers, timeout=20).text
@@ -130,40 +139,101 @@ def read_caps(result: StormResult, target: str, campaign: str, token: str | None
                     result.caps[sample.labels["period"]] = sample.value
 
 
+@dataclass(frozen=True)
+class ClassFigures:
+    """One class of senders in a replay: what it sent, and what answering it cost."""
+
+    senders: int
+    messages: int
+    webhooks: int
+    acked: int
+    replies: int
+    spend: Decimal
+    once: int     # senders answered exactly once
+    never: int    # senders never answered
+    waiting: int  # of those, the ones whose reply was queued but never went out
+
+    @property
+    def per_message(self) -> Decimal:
+        return self.spend / self.messages if self.messages else Decimal(0)
+
+
+def class_figures(result: StormResult) -> dict[str, ClassFigures]:
+    """Per class of sender (replies are matched to senders by the `to` of each SMS)."""
+    per_sender = Counter(sms["to"] for sms in result.replies)
+    spend: dict[str, Decimal] = defaultdict(Decimal)
+    for sms in result.replies:
+        spend[result.senders.get(sms["to"], "?")] += Decimal(sms["price"])
+    figures = {}
+    for role in sorted(set(result.senders.values())):
+        numbers = [number for number, kind in result.senders.items() if kind == role]
+        never = [number for number in numbers if not per_sender[number]]
+        figures[role] = ClassFigures(
+            len(numbers), result.messages[role], result.delivered[role], result.acked[role],
+            sum(per_sender[number] for number in numbers), spend[role],
+            sum(1 for number in numbers if per_sender[number] == 1), len(never),
+            sum(1 for number in never if number in result.unsent))
+    return figures
+
+
+def cap_overshoot(result: StormResult) -> tuple[Decimal, str]:
+    """The largest spend beyond a cap in any one hour, day (in the campaign's zone) or in
+    all, by the time each SMS was sent, and where it was; (0, "") when none."""
+    worst, where = Decimal(0), ""
+    zone = ZoneInfo(result.zone or "UTC")
+    for period, start_of in (("hour", hour_start), ("day", day_start), ("total", None)):
+        if result.caps.get(period) is None:
+            continue
+        spent: dict[str, Decimal] = defaultdict(Decimal)
+        for sms in result.replies:
+            at = datetime.fromtimestamp(sms["at"], UTC)
+            key = f"{start_of(at, result.zone).astimezone(zone):%Y-%m-%d %H:%M %Z}" \
+                if start_of else "all"
+            spent[key] += Decimal(sms["price"])
+        for key, amount in spent.items():
+            excess = amount - Decimal(str(result.caps[period]))
+            if excess > worst:
+                worst, where = excess, f"{period} {key}"
+    return worst, where
+
+
 def summary(result: StormResult) -> tuple[list[list[str]], list[str]]:
     """The table (one row per class, then all) and the summary lines."""
-    replies_by = Counter(result.senders.get(sms["to"], "?") for sms in result.replies)
-    spend_by: dict[str, Decimal] = defaultdict(Decimal)
-    per_sender = Counter(sms["to"] for sms in result.replies)
-    for sms in result.replies:
-        spend_by[result.senders.get(sms["to"], "?")] += Decimal(sms["price"])
-    rows = [["class", "senders", "messages", "webhooks", "acked", "replies", "spend EUR"]]
-    roles = sorted(set(result.senders.values()))
-    for role in [*roles, "all"]:
-        chosen = roles if role == "all" else [role]
-        rows.append([
-            role,
-            str(sum(1 for kind in result.senders.values() if kind in chosen)),
-            str(sum(result.messages[kind] for kind in chosen)),
-            str(sum(result.delivered[kind] for kind in chosen)),
-            str(sum(result.acked[kind] for kind in chosen)),
-            str(sum(replies_by[kind] for kind in chosen)),
-            f"{sum((spend_by[kind] for kind in chosen), Decimal(0)):.4f}",
-        ])
-    malicious_messages = sum(result.messages[kind] for kind in MALICIOUS)
-    malicious_spend = sum((spend_by[kind] for kind in MALICIOUS), Decimal(0))
-    ordinary = [number for number, kind in result.senders.items() if kind == "ordinary"]
-    once = sum(1 for number in ordinary if per_sender[number] == 1)
-    total_spend = sum(spend_by.values(), Decimal(0))
+    figures = class_figures(result)
+    rows = [["class", "senders", "messages", "webhooks", "acked", "replies", "spend EUR",
+             "answered once", "never answered", "EUR per message"]]
+    for role, chosen in [*((role, [figures[role]]) for role in figures),
+                         ("all", list(figures.values()))]:
+        total = ClassFigures(*(sum(getattr(one, column.name) for one in chosen)
+                               for column in fields(ClassFigures)))
+        rows.append([role, str(total.senders), str(total.messages), str(total.webhooks),
+                     str(total.acked), str(total.replies), f"{total.spend:.4f}",
+                     str(total.once), str(total.never), f"{total.per_message:.5f}"])
+    malicious = [one for role, one in figures.items() if is_malicious(role)]
+    malicious_messages = sum(one.messages for one in malicious)
+    malicious_spend = sum((one.spend for one in malicious), Decimal(0))
     lines = [f"replayed in {result.finished - result.started:.0f} s at speed x{result.speed:g}"]
     if malicious_messages:
         lines.append(f"spend per malicious message: {malicious_spend / malicious_messages:.5f}"
                      f" EUR (2017: {PRICE_2017} EUR)")
-    if ordinary:
-        lines.append(f"ordinary senders answered exactly once: {once}/{len(ordinary)} "
-                     f"({100 * once / len(ordinary):.1f}%)")
+    legitimate = {role: one for role, one in figures.items() if role in LEGITIMATE}
+    for role, one in legitimate.items():
+        lines.append(f"{role} senders answered exactly once: {one.once}/{one.senders} "
+                     f"({100 * one.once / one.senders:.1f}%)")
+    if legitimate:
+        never = sum(one.never - one.waiting for one in legitimate.values())
+        waiting = sum(one.waiting for one in legitimate.values())
+        lines.append(f"legitimate senders suppressed (never answered, false positives): "
+                     f"{never}" + (f"; {waiting} more queued but never sent (caps or a halt)"
+                                   if waiting else ""))
+    if malicious_messages:
+        lines.append(f"malicious messages answered: {sum(one.replies for one in malicious)}"
+                     f" of {malicious_messages}")
+    total_spend = sum((one.spend for one in figures.values()), Decimal(0))
     caps = ", ".join(f"{period} {value:g} EUR" for period, value in sorted(result.caps.items()))
     lines.append(f"spend: {total_spend:.4f} EUR; caps: {caps or 'none'}")
+    overshoot, where = cap_overshoot(result)
+    lines.append(f"cap overshoot: {overshoot:.4f} EUR" + (f" ({where})" if where else ""))
     return rows, lines
 
 

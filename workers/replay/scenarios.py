@@ -1,18 +1,38 @@
-"""Traffic scenarios: the 2017 attacks and ordinary senders, as lists of inbound webhooks.
+"""Traffic scenarios: the 2017 attacks, the adversarial ones and ordinary senders, as
+lists of inbound webhooks.
 
 Deterministic for a seed, so that a replay can be repeated and compared. Used by the
-integration tests and by `relous storm`.
+integration tests, by `relous storm` and by bench/cost.py. A scenario file
+(workers/replay/data/NAME.json) has a `description`, `duration_hours`, `retry_ratio` and
+`retry_copies` (Vonage's resends), an optional `budget` (the caps bench/cost.py gives the
+campaign, EUR per period) and `classes`, each with:
+- `class`: who the senders are; `ordinary` and `surge` are real people (LEGITIMATE),
+  every other class is malicious;
+- `senders`, `messages` ([fewest, most] per sender), `start_hours` (each sender begins at
+  a uniform time in this range) and `spread_minutes` (its messages fall uniformly within
+  this span of its start), or `interval_minutes` (one message every so often, give or
+  take `jitter_seconds`);
+- `texts`: `ordinary`, `flood`, `raid` (the 2017 slogans), `obfuscated` (the same slogans
+  respelled, workers/replay/variants.py), `greeting` (what a TV-mention surge types) or
+  `insult` (varied insults);
+- `numbers` (optional): `mobile` (French mobiles, the default), `pumping` (premium-rate and
+  foreign ranges the destination gate refuses) or `blocks` (`blocks` blocks of 10,000
+  consecutive numbers, a SIM farm).
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from typing import Any
 
 from shared.rules.phones import destination_verdict
+from shared.rules.segments import non_gsm_characters
+from workers.replay import variants
 
 GREETINGS = ("Salut", "Coucou", "Bonsoir", "Hey", "Bonjour", "Re", "Yo", "Hello")
 NAMES = ("Julie", "Sarah", "Camille", "Léa", "Manon", "Inès", "Chloé", "Emma", "Lucie",
@@ -129,8 +149,52 @@ def load_scenario(name: str) -> dict:
                       .read_text())
 
 
-TEXTS = {"flood": lambda rng: rng.choice(FLOOD_TEXTS), "raid": lambda rng: rng.choice(SLOGANS),
-         "ordinary": _ordinary_text}
+LEGITIMATE = ("ordinary", "surge")
+
+
+def is_malicious(role: str) -> bool:
+    """Every class but real people's: what the report prices per malicious SMS."""
+    return role not in LEGITIMATE
+
+
+TextMaker = Callable[[random.Random], str]
+
+
+def text_makers(seed: int) -> dict[str, TextMaker]:
+    """The text generators a class may name. `obfuscated` draws the slogan from the
+    scenario's generator, as `raid` does, and respells it with a generator of its own: with
+    the same classes, an obfuscated scenario has the same senders, times and slogans as
+    its plain twin, only the texts differ."""
+    respelling = random.Random(f"variants-{seed}")
+    return {"flood": lambda rng: rng.choice(FLOOD_TEXTS), "raid": lambda rng: rng.choice(SLOGANS),
+            "ordinary": _ordinary_text, "greeting": variants.greeting,
+            "insult": variants.insult,
+            "obfuscated": lambda rng: variants.obfuscate(rng.choice(SLOGANS), respelling).text}
+
+
+def _sender_times(group: dict[str, Any], rng: random.Random) -> list[float]:
+    """When one sender of `group` texts, in seconds from the scenario's start."""
+    first_hour, last_hour = group["start_hours"]
+    begin = rng.uniform(first_hour, last_hour) * 3600
+    count = rng.randint(*group["messages"])
+    if "interval_minutes" in group:
+        interval, jitter = group["interval_minutes"] * 60, group.get("jitter_seconds", 0)
+        return sorted(max(0.0, begin + index * interval + rng.uniform(-jitter, jitter))
+                      for index in range(count))
+    spread = group["spread_minutes"] * 60
+    return sorted(begin + rng.uniform(0, spread) for _ in range(count))
+
+
+def _number_maker(group: dict[str, Any], rng: random.Random, used: set[str],
+                  to: str) -> Callable[[], str]:
+    """Where the senders of `group` text from (see the module's docstring)."""
+    kind = group.get("numbers", "mobile")
+    if kind == "pumping":
+        return lambda: variants.pumping_number(rng, used, to)
+    if kind == "blocks":
+        prefixes = variants.block_prefixes(rng, group["blocks"])
+        return lambda: variants.block_number(rng, used, prefixes)
+    return lambda: _number(rng, used)
 
 
 def timeline(spec: dict, to: str, seed: int = 2017,
@@ -139,23 +203,22 @@ def timeline(spec: dict, to: str, seed: int = 2017,
     rng = random.Random(seed)
     used: set[str] = set()
     start = start or datetime.now(UTC)
+    texts = text_makers(seed)
     events: list[tuple[float, str, str, str]] = []
     for group in spec["classes"]:
-        first_hour, last_hour = group["start_hours"]
-        spread = group["spread_minutes"] * 60
+        number_of = _number_maker(group, rng, used, to)
         for _ in range(group["senders"]):
-            number = _number(rng, used)
-            begin = rng.uniform(first_hour, last_hour) * 3600
-            count = rng.randint(*group["messages"])
-            times = sorted(begin + rng.uniform(0, spread) for _ in range(count))
-            for at in times:
-                events.append((at, group["class"], number, TEXTS[group["texts"]](rng)))
+            number = number_of()
+            for at in _sender_times(group, rng):
+                events.append((at, group["class"], number, texts[group["texts"]](rng)))
     events.sort(key=lambda event: event[0])
     webhooks = []
     for index, (at, role, number, text) in enumerate(events):
         params = {
             "msisdn": number, "to": to, "messageId": f"S{seed}-{index:07d}", "text": text,
-            "type": "text", "keyword": text.split(" ")[0].upper()[:20],
+            # As Vonage labels it: `unicode` when a character is outside GSM-7.
+            "type": "text" if not non_gsm_characters(text) else "unicode",
+            "keyword": text.split(" ")[0].upper()[:20],
             "message-timestamp": (start + timedelta(seconds=at)).strftime("%Y-%m-%d %H:%M:%S"),
         }
         webhooks.append(TimedWebhook(at, role, params))
