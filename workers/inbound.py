@@ -85,6 +85,7 @@ class _Batch:
         self.counts: dict[tuple[str, str, str], int] = {}
         self.verdicts: list[dict[str, Any]] = []
         self.windows: dict[tuple[int, str], datetime] = {}
+        self.blocks: dict[tuple[int, str], datetime] = {}
         self.replies: list[dict[str, Any]] = []
 
     def judge(self, sms: InboundSms, sender: str) -> InboundOutcome:
@@ -124,7 +125,8 @@ class _Batch:
         key = text_key(text)
         window_ends_at = self.windows.get((campaign.id, sender), state["reply_window_ends_at"])
         listed = state["listed"]
-        blocked = state["blocked_until"] is not None and state["blocked_until"] > now
+        blocked_until = self.blocks.get((campaign.id, sender), state["blocked_until"])
+        blocked = blocked_until is not None and blocked_until > now
         hits = abuse.lexicon_hits(text, self.lexicon)
         if listed or blocked:
             sender_stats = SenderStats(0, 0, 0, 0, False, blocked=blocked, listed=listed)
@@ -141,7 +143,7 @@ class _Batch:
                                    "; ".join(verdict.reasons), now)
         if (verdict.verdict == BLOCK or verdict.caught_raiding) and not blocked \
                 and listed != "block":
-            senders.block_sender(tx, campaign.id, sender, abuse.block_until(rules, now))
+            self.blocks[(campaign.id, sender)] = abuse.block_until(rules, now)
         decision = None
         gate_mode = rules.mode("destination_gate")
         gate = destination_verdict(sms.msisdn, campaign.number, rules.reply_countries) \
@@ -229,6 +231,7 @@ class _Batch:
         """Write what the batch deferred (executemany: one pipelined round trip each)."""
         inbound.write_verdicts(self.tx, self.verdicts)
         senders.open_reply_windows(self.tx, self.windows)
+        senders.block_senders(self.tx, self.blocks)
         replies.queue_replies(self.tx, self.replies)
         counters.count_many(self.tx, self.counts)
         self.signals.write()

@@ -21,8 +21,9 @@ from shared.store.rollups import INBOUND, NEW_SENDERS, WOULD_STOP, minute_of
 # The usual rate of new senders changes slowly: computed from the rollups at most every
 # BASELINE_TTL of the caller's clock, per process and campaign.
 BASELINE_TTL = timedelta(seconds=60)
-# Senders read per band key: enough to pass any same-text limit.
-SAME_TEXT_SAMPLE = 200
+# Near-same senders are counted up to this many times the same-text limit: past it, more
+# reads would change no verdict.
+SAME_TEXT_ENOUGH = 5
 _baselines: dict[int, tuple[datetime, float]] = {}
 
 
@@ -91,21 +92,28 @@ class BatchSignals:
         """Distinct senders of this text or a near-duplicate of it in the raid window, this
         one included; 0 for a common greeting or a text usual in the campaign's normal
         traffic (never a raid signal on its own), unless it insults ("salut connasse")."""
-        if not insulting and (neardup.is_common_greeting(text)
-                              or self.usual(campaign, text_key)):
+        if not insulting and neardup.is_common_greeting(text):
             return 0
         keys = neardup.text_keys(text)
         if not keys:
             return 0
-        since = self.now - campaign.rules.raid_window
+        enough = SAME_TEXT_ENOUGH * campaign.rules.raid_same_text_senders
         found = {sender}
+        for key in keys:  # what the batch knows first: a raid's keys are seen again and again
+            found |= self._batch_bands.get((campaign.id, key), set())
+            found |= self._band_senders.get((campaign.id, key), set())
+        since = self.now - campaign.rules.raid_window
         for key in keys:
+            if len(found) >= enough:  # counted up to `enough`, as the raid's new senders are
+                break
             if (campaign.id, key) not in self._band_senders:
                 self._band_senders[(campaign.id, key)] = texts.senders_of_band(
-                    self.tx, campaign.id, key, since, SAME_TEXT_SAMPLE)
-            found |= self._band_senders[(campaign.id, key)]
-            found |= self._batch_bands.get((campaign.id, key), set())
-        return len(found)
+                    self.tx, campaign.id, key, since, enough)
+                found |= self._band_senders[(campaign.id, key)]
+        if len(found) >= campaign.rules.raid_same_text_senders and not insulting \
+                and self.usual(campaign, text_key):  # read only when it would matter
+            return 0
+        return min(len(found), enough)
 
     def usual(self, campaign: Campaign, text_key: str) -> bool:
         """Sent by `usual_text_senders` first-time senders on `usual_text_days` days of
@@ -139,10 +147,13 @@ class BatchSignals:
         destination gate did not stop it — the rollups the baselines read. New senders
         and usual texts are counted only while the campaign is calm (well below the raid
         threshold): a raid or a surge never teaches the campaign its normal."""
+        enough = SAME_TEXT_ENOUGH * campaign.rules.raid_same_text_senders
         for key in neardup.text_keys(text):
-            self._batch_bands.setdefault((campaign.id, key), set()).add(sender)
-            self.bands.append({"campaign": campaign.id, "band": key, "sender": sender,
-                               "at": self.now})
+            batch = self._batch_bands.setdefault((campaign.id, key), set())
+            if len(batch) < enough:  # past it, no count could change: a raid's slogan
+                batch.add(sender)    # costs a few rows per batch, not one per raider
+                self.bands.append({"campaign": campaign.id, "band": key, "sender": sender,
+                                   "at": self.now})
         minute = minute_of(self.now)
         for rule in would_stop:
             self._roll(campaign.id, WOULD_STOP + rule, minute)

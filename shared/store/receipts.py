@@ -63,10 +63,19 @@ def _reply_from_client_ref(tx: Transaction, receipt: DeliveryReceipt,
     client-ref, but only for a reply that may have gone out without our record."""
     if not (receipt.client_ref and receipt.client_ref.isdigit()):
         return None
-    row = tx.execute(
-        "SELECT id FROM replies WHERE id = %(id)s AND status IN ('sending', 'unknown')",
-        {"id": int(receipt.client_ref)}).fetchone()
+    # The reply is locked first, then its parts read again: two receipts adopting parts of
+    # one reply at once (or two statuses of one part) see each other's outcome, as they
+    # would one after the other (found by the ledger state machine).
+    row = tx.execute("SELECT id, status FROM replies WHERE id = %(id)s FOR UPDATE",
+                     {"id": int(receipt.client_ref)}).fetchone()
     if row is None:
+        return None
+    adopted = tx.execute(
+        "SELECT reply_id FROM reply_parts WHERE provider_message_id = %(id)s",
+        {"id": receipt.message_id}).fetchone()
+    if adopted is not None:
+        return int(adopted["reply_id"])
+    if row["status"] not in ("sending", "unknown"):
         return None
     price = Decimal(receipt.price) if receipt.price else None
     add_reply_parts(tx, row["id"], [SentPart(receipt.message_id, price)], now)

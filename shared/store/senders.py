@@ -74,12 +74,14 @@ def prefix_senders(tx: Transaction, campaign_id: int, prefix_group: str, since: 
     return int(row["n"])
 
 
-def block_sender(tx: Transaction, campaign_id: int, sender: str, until: datetime) -> None:
-    tx.execute(
-        "UPDATE senders SET blocked_until = %(until)s"
-        " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
-        {"until": until, "campaign": campaign_id, "sender": sender},
-    )
+def block_senders(tx: Transaction, blocks: dict[tuple[int, str], datetime]) -> None:
+    """Block (campaign id, sender) pairs until the given times, in one round trip."""
+    if blocks:
+        tx.executemany(
+            "UPDATE senders SET blocked_until = %(until)s"
+            " WHERE campaign_id = %(campaign)s AND sender = %(sender)s",
+            [{"until": until, "campaign": campaign, "sender": sender}
+             for (campaign, sender), until in sorted(blocks.items())])
 
 
 def open_reply_windows(tx: Transaction, windows: dict[tuple[int, str], datetime]) -> None:
