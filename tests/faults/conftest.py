@@ -223,15 +223,16 @@ def vhost() -> Iterator[str]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Start the Procfile's `web` and `worker`: `stack(broker_url=…, database_url=…)`.
+    """Start the Procfile's `web` and `worker`: `stack(broker_url=…, database_url=…)`
+    (`kind=` a Stack subclass for another formation).
     Every process started, restarts included, is stopped at the end: tests ask for it
     after the broker and database fixtures, so that it is torn down before them."""
     started: list[Stack] = []
 
     def start(broker_url: str, database_url: str, concurrency: int = 3,
-              **env: str) -> Stack:
-        running = Stack(broker_url, database_url, tmp_path / f"logs-{len(started)}",
-                        concurrency=concurrency, **env)
+              kind: type[Stack] = Stack, **env: str) -> Stack:
+        running = kind(broker_url, database_url, tmp_path / f"logs-{len(started)}",
+                       concurrency=concurrency, **env)
         started.append(running)
         running.start()
         return running

@@ -21,7 +21,7 @@ import os
 import random
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from decimal import Decimal
@@ -83,20 +83,16 @@ def _ready(worker: Process) -> bool:
 
 
 @pytest.fixture
-def two_workers(vhost, tmp_path: Path) -> Iterator[Callable[[], TwoWorkerStack]]:
+def two_workers(vhost, stack) -> Callable[[], TwoWorkerStack]:
     """Start the stack on this test's vhost and database; stopped at the end."""
-    started: list[TwoWorkerStack] = []
 
     def start() -> TwoWorkerStack:
-        running = TwoWorkerStack(broker_url(vhost), os.environ["DATABASE_URL"],
-                                 tmp_path / "logs", concurrency=CONCURRENCY)
-        started.append(running)
-        running.start()
+        running = stack(broker_url(vhost), os.environ["DATABASE_URL"],
+                        concurrency=CONCURRENCY, kind=TwoWorkerStack)
+        assert isinstance(running, TwoWorkerStack)
         return running
 
-    yield start
-    for running in started:
-        running.stop()
+    return start
 
 
 def relous(*args: str) -> str:
