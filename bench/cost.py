@@ -41,14 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.scenario_clock import FLUSH_EVERY, Beat, BilledProvider
 from shared.rules.abuse import load_lexicon
 from shared.rules.budget import day_start
-from shared.rules.phones import default_time_zone, pseudonym
+from shared.rules.phones import default_time_zone
 from shared.store.budgets import set_budget
 from shared.store.campaigns import add_campaign, find_campaign
 from shared.store.db import Database, upgrade
 from shared.vonage.webhooks import parse_inbound
 from workers.inbound import Keys, judge_batch
-from workers.replay.runner import StormResult, class_figures, format_table, summary
-from workers.replay.runner import cap_overshoot as overshoot_of
+from workers.replay.records import read_records
+from workers.replay.report import cap_overshoot as overshoot_of
+from workers.replay.report import class_figures, format_table, summary
+from workers.replay.runner import StormResult
 from workers.replay.scenarios import (
     LEGITIMATE,
     is_malicious,
@@ -137,24 +139,19 @@ def replay(name: str, price: Decimal, seed: int) -> Replay:
 
 
 def _result(database: Database, webhooks: list, caps: dict[str, Decimal | None]) -> StormResult:
-    """The replay as the storm report reads it: senders are pseudonyms, replies what the
+    """The replay as the storm report reads it: replies what the
     provider billed, `unsent` the senders whose reply never went out."""
     result = StormResult(speed=1.0, started=START.timestamp(),
                          zone=default_time_zone(CAMPAIGN))
     seen: set[str] = set()
     for webhook in webhooks:
-        result.senders[pseudonym(webhook.params["msisdn"], KEY)] = webhook.role
+        result.senders[webhook.params["msisdn"]] = webhook.role
         result.delivered[webhook.role] += 1
         result.acked[webhook.role] += 1  # every webhook is judged (a resend as a duplicate)
         if webhook.params["messageId"] not in seen:
             seen.add(webhook.params["messageId"])
             result.messages[webhook.role] += 1
-    with database.transaction() as tx:
-        rows = tx.execute("SELECT sender, status, charged, sent_at FROM replies").fetchall()
-    billed = [row for row in rows if row["status"] in ("sent", "delivered")]
-    result.replies = [{"to": row["sender"], "price": str(row["charged"]),
-                       "at": row["sent_at"].timestamp()} for row in billed]
-    result.unsent = {row["sender"] for row in rows} - {row["sender"] for row in billed}
+    read_records(result, database, CAMPAIGN, KEY)
     result.caps = {PERIOD_OF[period]: float(value) for period, value in caps.items()
                    if value is not None}
     return result

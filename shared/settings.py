@@ -16,9 +16,9 @@ from pathlib import Path
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
 SMS_PROVIDERS = ("vonage", "console")
 DEFAULT_DATABASE_URL = "sqlite:///relous.db"
-# The embedded broker: kombu's filesystem transport, durable files under this folder, so
-# that web and worker processes on one machine share it and a restart loses nothing.
-EMBEDDED_BROKER_URL = "filesystem://"
+# The embedded broker (shared/embedded_broker.py): one SQLite file in this folder, so that
+# web and worker processes on one machine share it and a crash loses nothing.
+EMBEDDED_BROKER_URL = "embedded://"
 DEFAULT_EMBEDDED_BROKER_DIR = ".relous/broker"
 
 
@@ -53,6 +53,8 @@ class Settings:
     rabbitmq_management_url: str | None = None
     status_password: str | None = None
     alert_webhook_url: str | None = None
+    # Not from the environment: `relous demo --storm` turns the console's lines off.
+    console_replies_printed: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *,
@@ -136,7 +138,7 @@ class Settings:
 
     @property
     def uses_embedded_broker(self) -> bool:
-        return self.broker_url.startswith("filesystem://") or self.broker_url.startswith("memory://")
+        return self.broker_url.startswith(("embedded://", "filesystem://"))
 
     @property
     def broker_folder(self) -> Path:
@@ -167,12 +169,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 
 def _check_fernet_key(key: str) -> None:
-    from cryptography.fernet import Fernet
+    """A Fernet key or 64 hex characters (shared.vault derives the Fernet key from them)."""
+    from shared.vault import BadKey, fernet_key
 
     try:
-        Fernet(key)
-    except ValueError:
-        raise ConfigError(
-            "RELOUS_EVIDENCE_KEY must be 32 bytes in url-safe base64 (a Fernet key); "
-            "`relous keys` prints one"
-        ) from None
+        fernet_key(key)
+    except BadKey as error:
+        raise ConfigError(f"RELOUS_EVIDENCE_KEY {error}; `relous keys` prints one") from None

@@ -116,22 +116,64 @@ class Database:
 
     @contextmanager
     def _sqlite_transaction(self) -> Iterator[Transaction]:
+        """A write transaction on this thread's connection. The threads of one process take
+        turns through a lock: left to SQLite's busy handler, a waiting writer sleeps up to
+        100 ms at a time and the demo's inbound batches starve behind its sends."""
         path = sqlite_path(self.url)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None,
-                               detect_types=sqlite3.PARSE_DECLTYPES)
-        conn.row_factory = _dict_factory
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE")
+        with _sqlite_write_lock(path):
+            conn = _sqlite_connection(path)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                _forget_sqlite_connection(path)
+                raise
             try:
                 yield _SqliteTransaction(conn)
             except BaseException:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    _forget_sqlite_connection(path)
                 raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                _forget_sqlite_connection(path)
+                raise
+
+
+_sqlite_local = threading.local()
+_sqlite_locks: dict[str, threading.RLock] = {}
+_sqlite_locks_guard = threading.Lock()
+
+
+def _sqlite_write_lock(path: str) -> threading.RLock:
+    with _sqlite_locks_guard:
+        return _sqlite_locks.setdefault(path, threading.RLock())
+
+
+def _sqlite_connection(path: str) -> sqlite3.Connection:
+    """This thread's connection to `path` (opened once per thread and process: opening one
+    per transaction cost more than the transaction)."""
+    connections = _sqlite_local.__dict__.setdefault("by_path", {})
+    if getattr(_sqlite_local, "pid", None) != os.getpid():
+        connections.clear()
+        _sqlite_local.pid = os.getpid()
+    conn = connections.get(path)
+    if conn is None:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                               detect_types=sqlite3.PARSE_DECLTYPES, check_same_thread=True)
+        conn.row_factory = _dict_factory
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        connections[path] = conn
+    return conn
+
+
+def _forget_sqlite_connection(path: str) -> None:
+    conn = _sqlite_local.__dict__.get("by_path", {}).pop(path, None)
+    if conn is not None:
+        conn.close()
 
 
 @cache

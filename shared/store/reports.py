@@ -80,3 +80,32 @@ def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
         kind = first.split(":")[0]
         kinds[kind] = kinds.get(kind, 0) + row["n"]
     return sorted(kinds.items(), key=lambda item: -item[1])[:limit]
+
+
+def top_reasons(tx: Transaction, campaign_id: int, since: datetime,
+                limit: int = 3) -> list[tuple[str, int]]:
+    """The most frequent reason kinds of suppressed or blocked messages since `since` (the
+    status page's; `relous status` shows the same three)."""
+    return _top_reasons(tx, campaign_id, since, limit)
+
+
+def replies_by_sender(tx: Transaction, campaign_number: str) -> list[dict[str, Any]]:
+    """Every reply of a campaign: its sender's pseudonym, status, charge and send time (a
+    replay's report counts replies from the service's own records)."""
+    return tx.execute(
+        "SELECT r.sender, r.status, r.charged, r.sent_at FROM replies r"
+        " JOIN campaigns c ON c.id = r.campaign_id WHERE c.number = %(number)s",
+        {"number": campaign_number}).fetchall()
+
+
+def pipeline_progress(tx: Transaction, campaign_number: str, now: datetime) -> dict[str, int]:
+    """How far a campaign's traffic has gone: messages recorded, and replies due now or
+    being sent (a replay waits for both to settle)."""
+    row = tx.execute(
+        "SELECT (SELECT COUNT(*) FROM inbound_messages m WHERE m.campaign_id = c.id)"
+        " AS recorded, (SELECT COUNT(*) FROM replies r WHERE r.campaign_id = c.id AND"
+        " (r.status IN ('claimed', 'sending') OR (r.status = 'pending'"
+        " AND r.due_at <= %(now)s))) AS due FROM campaigns c WHERE c.number = %(number)s",
+        {"number": campaign_number, "now": now}).fetchone()
+    return {"recorded": int(row["recorded"]), "due": int(row["due"])} if row else \
+        {"recorded": 0, "due": 0}

@@ -56,18 +56,22 @@ class SmsProvider(Protocol):
 
 @dataclass
 class ConsoleProvider:
-    """Prints the reply with the number masked; for the demo and local runs."""
+    """Prints the reply with the number masked (nothing with no stream: a demo storm sends
+    thousands); for the demo and local runs. It reports no price, so a reply is charged
+    its estimate, as a real send whose price Vonage did not give: the demo's spend is what
+    the replies would have cost."""
 
-    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    stream: TextIO | None = field(default_factory=lambda: sys.stdout)
     name: str = "console"
 
     def send(self, to: str, sender_id: str, text: str, client_ref: str) -> SendResult:
         encoding = encode(text)
-        print(f"[console] reply {client_ref} to {mask(to)} from {sender_id} "
-              f"({encoding.segments} segment(s), {encoding.name}): {text}",
-              file=self.stream, flush=True)
+        if self.stream is not None:
+            print(f"[console] reply {client_ref} to {mask(to)} from {sender_id} "
+                  f"({encoding.segments} segment(s), {encoding.name}): {text}",
+                  file=self.stream, flush=True)
         return SendResult(
-            "sent", parts=(SentPart(f"console-{client_ref}", Decimal(0)),),
+            "sent", parts=(SentPart(f"console-{client_ref}", None),),
             segments=encoding.segments,
         )
 
@@ -221,4 +225,4 @@ def build_provider(settings: Settings) -> SmsProvider:
         assert settings.vonage_api_key and settings.vonage_api_secret  # checked by Settings
         return VonageProvider(settings.vonage_api_key, settings.vonage_api_secret,
                               settings.vonage_rest_host)
-    return ConsoleProvider()
+    return ConsoleProvider(stream=sys.stdout if settings.console_replies_printed else None)

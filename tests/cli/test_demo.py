@@ -26,10 +26,11 @@ def test_demo_prints_a_curl_whose_sms_gets_a_console_reply(tmp_path):
     demo = Process("demo", ["relous", "demo", "--port", str(port), "--data-dir",
                             str(tmp_path / "data")], env, tmp_path, cwd=tmp_path)
     try:
-        curl = wait_for(lambda: next((line.strip() for line in demo.output.splitlines()
-                                      if line.strip().startswith("curl ")), None),
-                        timeout=60, message="the printed curl")
-        wait_for(lambda: "ready." in demo.output, timeout=60, message="the demo worker")
+        ready = wait_for(lambda: next((line for line in demo.output.splitlines()
+                                       if "demo ready on" in line), None),
+                         timeout=60, message="the ready line")
+        curl = ready.split("Try: ", 1)[1].strip()
+        assert curl.startswith("curl ")
         answer = subprocess.run(["bash", "-c", curl], capture_output=True, text=True,
                                 timeout=30, check=True)
         assert '"status":"queued"' in answer.stdout
@@ -37,6 +38,9 @@ def test_demo_prints_a_curl_whose_sms_gets_a_console_reply(tmp_path):
                  message="the console provider's reply")
         reply_line = next(line for line in demo.output.splitlines() if "[console] reply" in line)
         assert "336••••••78" in reply_line
+        quiet = [line for line in demo.output.splitlines()
+                 if line.strip() and "[console] reply" not in line and line != ready]
+        assert quiet == [], "quiet: one ready line, one line per reply"
         logs = demo.output.replace(curl, "")
         assert DEMO_SENDER_NUMBER not in logs, "only the sample curl shows the example number"
         assert (tmp_path / "data" / "relous-demo.db").exists()

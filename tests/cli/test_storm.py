@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from workers.replay.runner import StormResult, format_table, summary
+from workers.replay.report import format_table, summary
+from workers.replay.runner import StormResult
 from workers.replay.scenarios import load_scenario, scenario_names, timeline
 
 

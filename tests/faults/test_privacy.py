@@ -6,7 +6,8 @@ The run (once per module) sends ordinary messages in every encoding, a concatena
 a flood (its sender is flagged abusive, so encrypted evidence exists), a message to a
 campaign whose reply waits an hour (a raw number rightly kept on a pending reply),
 rejected webhooks (400 and 401) and delivery receipts. Then every text column of every
-table, the processes' logs and a /metrics scrape are searched for each raw number.
+table, the processes' logs, a /metrics scrape and the status page (unfiltered and for each
+verdict) are searched for each raw number.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ CONCAT = "33640000041"
 REJECTED = ("33640000051", "33640000052")  # a 400 and a 401: never queued
 NUMBERS = (*ORDINARY, FLOODER, PENDING, CONCAT, *REJECTED)
 TOKEN = "metrics-token-for-the-privacy-test"
+STATUS_PASSWORD = "status-password-for-the-privacy-test"
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Run:
     database_url: str
     logs: str
     metrics: str
+    status_pages: dict[str, str]  # query -> the page's HTML
     cells: list[tuple[str, str, str, str | None]]  # table, column, value, reply status
     markers: list[str]  # a word unique to each message text
     evidence_key: str
@@ -108,13 +111,14 @@ def run(tmp_path_factory) -> Iterator[Run]:
     markers: list[str] = []
     with fresh_vhost() as vhost:
         stack = Stack(broker_url(vhost), database_url, tmp_path_factory.mktemp("privacy"),
-                      concurrency=2, METRICS_TOKEN=TOKEN)
+                      concurrency=2, METRICS_TOKEN=TOKEN, STATUS_PASSWORD=STATUS_PASSWORD)
         try:
             stack.start()
             metrics = _traffic(stack, vhost, rng, markers)
+            pages = _status_pages(stack)
         finally:
             stack.stop()
-    yield Run(database_url, stack.logs(), metrics, _text_cells(database_url), markers,
+    yield Run(database_url, stack.logs(), metrics, pages, _text_cells(database_url), markers,
               os.environ["RELOUS_EVIDENCE_KEY"])
     fake.reset()
 
@@ -166,12 +170,27 @@ def _traffic(stack: Stack, vhost: str, rng: random.Random, markers: list[str]) -
     return scrape.text
 
 
+def _status_pages(stack: Stack) -> dict[str, str]:
+    """The status page behind its password: unfiltered, then for each verdict."""
+    url = f"{stack.base}/status"
+    assert requests.get(url, timeout=30).status_code == 401
+    pages = {}
+    for query in ("", "?verdict=reply", "?verdict=suppress", "?verdict=block",
+                  f"?campaign={DELAYED}"):
+        page = requests.get(url + query, auth=("operator", STATUS_PASSWORD), timeout=30)
+        assert page.status_code == 200 and ANSWERED in page.text
+        pages[query] = page.text
+    return pages
+
+
 def test_raw_numbers_only_where_the_contract_allows(run: Run):
     assert "relous.process_inbound" in run.logs, "the worker's log was captured"
     for number in NUMBERS:
         for form in (number, "+" + number):
             assert form not in run.logs, "a raw number in the processes' logs"
             assert form not in run.metrics, "a raw number in /metrics"
+            for query, page in run.status_pages.items():
+                assert form not in page, f"a raw number in /status{query}"
         assert not _appearances("+" + number, run.cells)
     # The one place a raw number may be: the reply not sent yet (an hour's delay).
     for number in NUMBERS:
@@ -183,6 +202,19 @@ def test_raw_numbers_only_where_the_contract_allows(run: Run):
     assert Fernet(run.evidence_key).decrypt(evidence.encode()).decode() == FLOODER
     statuses = {status for table, _, _, status in run.cells if table == "replies"}
     assert statuses == {"delivered", "pending"}, "replies went out and were receipted"
+
+
+def test_the_status_page_shows_decisions_but_no_number_nor_text(run: Run):
+    """The log names senders by the start of their pseudonym only, never a whole one,
+    and shows no message text; the pending reply's held number stays unshown."""
+    pseudonyms = {pseudonym(number, SECRET_KEY) for number in NUMBERS}
+    for query, page in run.status_pages.items():
+        assert not any(value in page for value in pseudonyms), query
+        assert not [marker for marker in run.markers if marker in page], query
+        for number in NUMBERS:
+            assert number[2:] not in page, f"a national number in /status{query}"
+    assert pseudonym(FLOODER, SECRET_KEY)[:12] in run.status_pages["?verdict=block"]
+    assert pseudonym(PENDING, SECRET_KEY)[:12] in run.status_pages[f"?campaign={DELAYED}"]
 
 
 def test_metrics_hold_neither_numbers_nor_pseudonyms(run: Run):

@@ -16,7 +16,8 @@ import pytest
 from shared.rules.phones import destination_verdict
 from shared.rules.skeleton import fold
 from workers.replay import variants
-from workers.replay.runner import StormResult, cap_overshoot, class_figures, summary
+from workers.replay.report import cap_overshoot, class_figures, summary
+from workers.replay.runner import StormResult
 from workers.replay.scenarios import (
     SLOGANS,
     TimedWebhook,

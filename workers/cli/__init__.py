@@ -1,7 +1,9 @@
 """The `relous` command line (CONTRACT.md, "CLI"): the top floor, one module per group.
 
-Exit codes: 0 success, 1 a check failed, 2 bad usage. Errors go to stderr in one line that
-says what to do. Raw phone numbers are never printed.
+Exit codes: 0 success, 1 a check failed (or the command could not do its job: database or
+broker unreachable, database not migrated, no such campaign), 2 bad usage. Errors go to
+stderr in one line that says what to do (`common.RelousGroup`); `relous --traceback`
+shows where an unexpected one came from. Raw phone numbers are never printed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from workers.cli import (
     storm,
     templates,
 )
+from workers.cli.common import RelousGroup
 
 
-@click.group()
-def main() -> None:
+@click.group(cls=RelousGroup)
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="On an unexpected error, show the Python traceback (to report a bug).")
+def main(show_traceback: bool) -> None:
     """anti-relous: a fake phone number that answers once, cheaply, and survives floods."""
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from shared.store.budgets import set_budget
-from workers.cli.common import fail, open_database, parse_money, parse_number
+from workers.cli.common import USAGE, fail, money, open_database, parse_money, parse_number
 
 
 @click.group()
@@ -27,11 +27,11 @@ def budget_set(number: str, hourly: str | None, daily: str | None, total: str | 
             for period, value in (("hourly", hourly), ("daily", daily), ("total", total))
             if value is not None}
     if not caps:
-        fail("give at least one of --hourly, --daily, --total", 2)
+        fail("give at least one of --hourly, --daily, --total", USAGE)
     with open_database().transaction() as tx:
         found = set_budget(tx, number, datetime.now(UTC), **caps)
     if not found:
         fail(f"no campaign answers on {number}: see `relous campaign list`")
-    shown = ", ".join(f"{period} {'none' if cap is None else f'{cap} EUR'}"
+    shown = ", ".join(f"{period} {'none' if cap is None else f'{money(cap)} EUR'}"
                       for period, cap in caps.items())
     click.echo(f"budget of {number}: {shown}")

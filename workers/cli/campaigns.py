@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import click
 
 from shared.store import campaigns as store
 from workers.cli.common import (
+    MAX_SECONDS,
+    USAGE,
     checked_reply,
     fail,
+    money,
     open_database,
     parse_money,
     parse_number,
     parse_pairs,
 )
+
+# Above this no knob means anything (31 years in seconds), and time arithmetic on it could
+# overflow in a worker: refused here until the rules bound each knob themselves.
+MAX_KNOB = 10**9
+DELAY = click.IntRange(min=0, max=MAX_SECONDS)
+WINDOW = click.IntRange(min=1, max=MAX_SECONDS)
 
 
 @click.group()
@@ -25,9 +35,9 @@ def campaign() -> None:
 @campaign.command("add")
 @click.argument("number")
 @click.option("--reply", "reply_text", required=True, help="The reply's text.")
-@click.option("--delay", type=click.IntRange(min=0), default=3600, show_default=True,
+@click.option("--delay", type=DELAY, default=3600, show_default=True,
               help="Seconds before the reply is sent.")
-@click.option("--window", type=click.IntRange(min=1), default=30 * 86400, show_default=True,
+@click.option("--window", type=WINDOW, default=30 * 86400, show_default=True,
               help="Seconds during which a sender gets no second reply.")
 @click.option("--price-per-segment", default="0.08", show_default=True,
               help="Expected EUR per SMS segment (budget estimates).")
@@ -44,7 +54,8 @@ def campaign_add(number: str, reply_text: str, delay: int, window: int,
             price_per_segment=price, allow_multipart=allow_multipart, now=datetime.now(UTC),
         )
     if not created:
-        fail(f"a campaign already answers on {number}")
+        fail(f"a campaign already answers on {number}: `relous campaign set {number}` "
+             "changes it")
     click.echo(f"campaign {number} added: {encoding.segments} segment(s), {encoding.name}, "
                f"reply after {delay}s, one reply per sender every {window}s")
 
@@ -61,7 +72,7 @@ def campaign_list() -> None:
     for item in campaigns:
         state = "paused" if item.paused else "active"
         click.echo(f"{item.number:<16} {state:<7} {item.reply_delay_seconds:>6}s "
-                   f"{item.reply_window_seconds:>8}s {item.price_per_segment:>8}  "
+                   f"{item.reply_window_seconds:>8}s {money(item.price_per_segment, 4):>8}  "
                    f"{item.reply_text[:60]}")
 
 
@@ -71,6 +82,19 @@ def _set_paused(number: str, paused: bool) -> None:
     if not found:
         fail(f"no campaign answers on {number}: see `relous campaign list`")
     click.echo(f"campaign {number} {'paused' if paused else 'resumed'}")
+
+
+def _bounded(changes: dict[str, str]) -> dict[str, str]:
+    """Numeric knobs must be finite and at most MAX_KNOB (`nan`, `inf` and `1e400` parse as
+    floats, and the rules would keep them)."""
+    for key, value in changes.items():
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if not math.isfinite(number) or abs(number) > MAX_KNOB:
+            fail(f"{key}={value}: give a finite number up to {MAX_KNOB}", USAGE)
+    return changes
 
 
 @campaign.command("pause")
@@ -91,8 +115,8 @@ def campaign_resume(number: str) -> None:
 @click.argument("number")
 @click.argument("rules", nargs=-1)
 @click.option("--reply", "reply_text", help="A new reply text (checked like at creation).")
-@click.option("--delay", type=click.IntRange(min=0), help="Seconds before the reply is sent.")
-@click.option("--window", type=click.IntRange(min=1), help="Seconds between two replies.")
+@click.option("--delay", type=DELAY, help="Seconds before the reply is sent.")
+@click.option("--window", type=WINDOW, help="Seconds between two replies.")
 @click.option("--price-per-segment", help="Expected EUR per SMS segment.")
 @click.option("--allow-multipart", is_flag=True, help="Accept a reply over one segment.")
 def campaign_set(number: str, rules: tuple[str, ...], reply_text: str | None,
@@ -100,7 +124,7 @@ def campaign_set(number: str, rules: tuple[str, ...], reply_text: str | None,
                  allow_multipart: bool) -> None:
     """Change a campaign: options, and abuse-rule knobs as RULE=VALUE (see README)."""
     number = parse_number(number)
-    changes = parse_pairs(rules, "sender_per_minute=5")
+    changes = _bounded(parse_pairs(rules, "sender_per_minute=5"))
     with open_database().transaction() as tx:
         current = store.find_campaign(tx, number)
         if current is None:
@@ -108,7 +132,7 @@ def campaign_set(number: str, rules: tuple[str, ...], reply_text: str | None,
         try:
             new_rules = current.rules.with_changes(changes)
         except ValueError as error:
-            fail(str(error), 2)
+            fail(str(error), USAGE)
         price = (parse_money(price_per_segment, "--price-per-segment")
                  if price_per_segment is not None else current.price_per_segment)
         if reply_text is not None or price_per_segment is not None:

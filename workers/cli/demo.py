@@ -1,19 +1,27 @@
 """`relous demo`: ingest, a worker and beat in one process, on the embedded default.
 
-The same Flask app, Celery app and tasks as production; only the parts around them are
-embedded: SQLite instead of PostgreSQL, kombu's filesystem transport instead of RabbitMQ,
-the console provider instead of Vonage.
+The same Flask app, Celery app, tasks, rules and store as production; only the parts
+around them are embedded: SQLite instead of PostgreSQL, the embedded broker
+(shared/embedded_broker.py) instead of RabbitMQ, the console provider instead of Vonage.
+Quiet by default: one line when ready, one per reply, warnings and errors as they come.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import secrets
 import shlex
+import shutil
+import signal
 import threading
+import time
+import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,6 +32,11 @@ DEMO_REPLY = (
     "Ce numéro est un faux : la personne que vous cherchez ne veut pas vous parler. "
     "Merci de la laisser tranquille."
 )
+# The console provider has no per-key rate: the shared bucket must not make the demo's
+# replies queue behind each other (the worker's threads would all wait on it).
+DEMO_SMS_RATE = "1000"
+WORKER_THREADS = 8
+PR_SET_PDEATHSIG = 1
 
 
 def demo_environment(data_dir: Path, port: int) -> dict[str, str]:
@@ -32,9 +45,10 @@ def demo_environment(data_dir: Path, port: int) -> dict[str, str]:
 
     return {
         "DATABASE_URL": f"sqlite:///{data_dir.resolve() / 'relous-demo.db'}",
-        "BROKER_URL": "filesystem://",
+        "BROKER_URL": "embedded://",
         "RELOUS_BROKER_DIR": str(data_dir.resolve() / "broker"),
         "SMS_PROVIDER": "console",
+        "SMS_RATE_PER_SECOND": DEMO_SMS_RATE,
         "PORT": str(port),
         "RELOUS_SECRET_KEY": os.environ.get("RELOUS_SECRET_KEY") or secrets.token_urlsafe(32),
         "RELOUS_EVIDENCE_KEY": os.environ.get("RELOUS_EVIDENCE_KEY")
@@ -56,12 +70,18 @@ def sample_curl(host: str, port: int) -> str:
     return f"curl -sS -X POST http://{host}:{port}/webhooks/inbound {args}"
 
 
-def run_demo(host: str, port: int, data_dir: str) -> None:
+def run_demo(host: str, port: int, data_dir: str, *, verbose: bool = False,
+             storm: Any = None) -> None:
+    """Serve until Ctrl-C (or, with a storm plan, until its report is printed)."""
     folder = Path(data_dir)
+    if storm is not None:  # a replay starts from nothing: its senders are all new
+        folder = folder / f"storm-{storm.scenario}"
+        shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.update(demo_environment(folder, port))
 
     from celery.beat import EmbeddedService
+    from celery.signals import worker_ready
     from werkzeug.serving import make_server
 
     from ingest import create_app
@@ -71,7 +91,11 @@ def run_demo(host: str, port: int, data_dir: str) -> None:
     from shared.store.db import Database, upgrade
     from workers.app import create_celery
 
-    settings = Settings.from_env()
+    settings = Settings.from_env().with_overrides(
+        log_level=os.environ.get("LOG_LEVEL", "INFO").upper() if verbose else "WARNING",
+        console_replies_printed=storm is None or verbose)
+    if not verbose:
+        warnings.filterwarnings("ignore", module="celery.platforms")  # running as root
     celery = create_celery(settings)
     database = Database(settings.database_url, pool_size=1)
     upgrade(database)
@@ -80,26 +104,61 @@ def run_demo(host: str, port: int, data_dir: str) -> None:
                      window_seconds=30 * 86400, price_per_segment=Decimal("0.08"),
                      allow_multipart=False, now=datetime.now(UTC))
 
+    if not verbose:  # the demo is unsigned on purpose: its ready line says so
+        logging.getLogger("ingest").setLevel(logging.ERROR)
     server = make_server(host, port, create_app(settings), threaded=True)
-    threading.Thread(target=server.serve_forever, name="ingest", daemon=True).start()
+    web = serve_in_child(server)
     beat = EmbeddedService(celery, thread=True,
                            schedule_filename=str(folder / "celerybeat-schedule"))
     beat.start()
 
-    print(f"anti-relous demo: ingest on http://{host}:{port}, campaign {DEMO_CAMPAIGN_NUMBER} "
-          f"(reply delay 0), console provider, data in {folder}/", flush=True)
-    print("Send a test SMS from another terminal:\n", flush=True)
-    print("  " + sample_curl(host, port) + "\n", flush=True)
-    print("The reply appears below, printed by the console provider. Ctrl-C stops.", flush=True)
-    worker = celery.Worker(pool="threads", concurrency=2, loglevel=settings.log_level,
-                           queues=[INBOUND_QUEUE, REPLIES_QUEUE], hostname="demo@localhost",
-                           without_mingle=True, without_gossip=True, without_heartbeat=True,
+    @worker_ready.connect(weak=False)
+    def announce(**_: Any) -> None:
+        click.echo(f"anti-relous demo ready on http://{host}:{port}: campaign "
+                   f"{DEMO_CAMPAIGN_NUMBER}, console provider, webhooks unsigned, data in "
+                   f"{folder}/. Try: {sample_curl(host, port)}", nl=True)
+        if storm is not None:
+            from workers.cli.demo_storm import start_storm
+
+            start_storm(storm, settings, f"http://{host}:{port}")
+
+    worker = celery.Worker(pool="threads", concurrency=WORKER_THREADS,
+                           loglevel=settings.log_level, queues=[INBOUND_QUEUE, REPLIES_QUEUE],
+                           hostname="demo@localhost", without_mingle=True,
+                           without_gossip=True, without_heartbeat=True, quiet=not verbose,
                            redirect_stdouts=False)
     try:
         worker.start()
     finally:
         beat.stop()
-        server.shutdown()
+        os.kill(web, signal.SIGTERM)
+        os.waitpid(web, 0)
+    if storm is not None and storm.failed:
+        raise SystemExit(1)
+
+
+def serve_in_child(server: Any) -> int:
+    """Serve the web from a child process, so that the web and the worker each have a core
+    (one process would share one interpreter lock). The child dies with the demo, even
+    killed with SIGKILL (Linux's parent-death signal; elsewhere it watches its parent)."""
+    parent = os.getpid()
+    child = os.fork()  # before any thread of the demo starts
+    if child:
+        server.socket.close()
+        return child
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (AttributeError, OSError):
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)  # a parent's death cannot be awaited portably
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    server.serve_forever()
+    os._exit(0)
 
 
 @click.command()
@@ -108,6 +167,26 @@ def run_demo(host: str, port: int, data_dir: str) -> None:
               help="Default: $PORT, else 8000.")
 @click.option("--data-dir", default=".relous", show_default=True,
               help="Folder of the demo's database and embedded broker.")
-def demo(host: str, port: int | None, data_dir: str) -> None:
+@click.option("--storm", "scenario", default=None,
+              help="Replay this scenario against the demo itself, print the report and "
+                   "the chart, then stop (on a fresh database in DATA_DIR/storm-SCENARIO).")
+@click.option("--speed", type=click.FloatRange(min=0.001), default=2000.0, show_default=True,
+              help="With --storm: scenario seconds per real second.")
+@click.option("--seed", type=int, default=2017, show_default=True)
+@click.option("--chart", "chart_path", default=None,
+              help="With --storm: PNG to write (default storm-SCENARIO.png).")
+@click.option("--verbose", is_flag=True, help="Celery's banner and every log line.")
+def demo(host: str, port: int | None, data_dir: str, scenario: str | None, speed: float,
+         seed: int, chart_path: str | None, verbose: bool) -> None:
     """Run the whole service on the embedded default: no RabbitMQ, PostgreSQL or Vonage."""
-    run_demo(host=host, port=port or int(os.environ.get("PORT") or 8000), data_dir=data_dir)
+    plan = None
+    if scenario is not None:
+        from workers.cli.common import fail
+        from workers.cli.demo_storm import StormPlan
+        from workers.replay.scenarios import scenario_names
+
+        if scenario not in scenario_names():
+            fail(f"unknown scenario {scenario!r}; known: {', '.join(scenario_names())}", 2)
+        plan = StormPlan(scenario, speed, seed, chart_path or f"storm-{scenario}.png")
+    run_demo(host=host, port=port or int(os.environ.get("PORT") or 8000), data_dir=data_dir,
+             verbose=verbose, storm=plan)

@@ -13,7 +13,7 @@ import click
 
 from shared.store import evidence as store
 from shared.store.campaigns import find_campaign
-from workers.cli.common import fail, iso, load_settings, open_database, parse_number
+from workers.cli.common import USAGE, fail, iso, load_settings, open_database, parse_number
 
 
 @click.group()
@@ -32,15 +32,20 @@ def evidence_export(number: str, since: datetime, out: str) -> None:
     import csv
     import json
 
-    from cryptography.fernet import Fernet, InvalidToken
+    from cryptography.fernet import InvalidToken
 
+    from shared.vault import fernet as evidence_fernet
+
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        fail(f"--out: there is no folder {folder}: create it or write elsewhere", USAGE)
     settings = load_settings(require_keys=True)
     with open_database().transaction() as tx:
         found = find_campaign(tx, parse_number(number))
         if found is None:
             fail(f"no campaign answers on {number}: see `relous campaign list`")
         rows = store.evidence_messages(tx, found.id, since.replace(tzinfo=UTC))
-    fernet = Fernet(settings.evidence_key)
+    fernet = evidence_fernet(settings.evidence_key)
     records = []
     for row in rows:
         try:

@@ -25,7 +25,7 @@ from shared.store.trail import (
     sender_of_message,
     sender_trail,
 )
-from workers.cli.common import fail, open_database
+from workers.cli.common import USAGE, fail, money, open_database
 
 # Enough of the pseudonym to find the sender in other output; the full key stays unprinted.
 SHORT_PSEUDONYM = 12
@@ -46,7 +46,7 @@ OVERDUE = timedelta(minutes=5)
 def explain(number: str | None, message_id: int | None, limit: int) -> None:
     """A sender's decision trail, pseudonymised: why it was (not) answered."""
     if (number is None) == (message_id is None):
-        fail("give a sender's NUMBER or --message ID (one of them, not both)", 2)
+        fail("give a sender's NUMBER or --message ID (one of them, not both)", USAGE)
     now, who, masked = datetime.now(UTC), "", ""
     if number is not None:
         digits = _digits(number)
@@ -88,7 +88,7 @@ def _digits(number: str) -> str:
     digits = number.strip().removeprefix("+")
     if not is_phone_number(digits):
         fail("NUMBER must be the sender's E.164 number, country code first, e.g. "
-             "33612345678 or +33612345678", 2)
+             "33612345678 or +33612345678", USAGE)
     return digits
 
 
@@ -97,7 +97,7 @@ def _secret_key() -> str:
     try:
         return Settings.from_env(require_keys=True, require_evidence_key=False).secret_key
     except ConfigError as error:
-        fail(str(error), 2)
+        fail(str(error), USAGE)
 
 
 def _groups(trail: Trail) -> list[dict[str, Any]]:
@@ -290,5 +290,6 @@ def _at(value: datetime | None) -> str:
 
 
 def _money(value: Decimal | float | str) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
+    """A price as stored (up to 8 decimals, at least 4), never a negative zero."""
+    return money(Decimal(str(value)), 4)
 

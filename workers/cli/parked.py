@@ -10,7 +10,7 @@ import click
 from shared.broker import BrokerUnavailable, create_publisher
 from shared.store.parked import parked, unpark
 from shared.vault import CannotOpen, unseal
-from workers.cli.common import fail, iso, load_settings, open_database
+from workers.cli.common import USAGE, fail, iso, load_settings, open_database, reason
 
 TASKS = {"inbound": "relous.process_inbound", "receipt": "relous.apply_receipt"}
 
@@ -42,7 +42,7 @@ def parked_list() -> None:
 def parked_retry(message_id: int | None, every: bool) -> None:
     """Publish parked messages again to their queue (MESSAGE_ID, or --all)."""
     if (message_id is None) == (not every):
-        fail("give one parked message's ID, or --all", 2)
+        fail("give one parked message's ID, or --all", USAGE)
     settings = load_settings(require_keys=True)
     database = open_database()
     with database.transaction() as tx:
@@ -58,8 +58,9 @@ def parked_retry(message_id: int | None, every: bool) -> None:
         except CannotOpen as error:
             fail(f"{error}: use the key the messages were parked with")
         except BrokerUnavailable as error:
-            fail(f"the broker did not take message {row['id']} ({error}): "
-                 "check BROKER_URL, then retry")
+            fail(f"the broker of BROKER_URL did not take message {row['id']} "
+                 f"({reason(error)}): it stays parked; check the URL and that RabbitMQ is "
+                 "running, then retry")
         with database.transaction() as tx:  # only once the broker confirmed it
             unpark(tx, row["id"])
         click.echo(f"message {row['id']} ({row['kind']} {row['message_key']}) queued again")

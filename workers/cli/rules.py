@@ -12,7 +12,7 @@ from shared.store import campaigns as store
 from shared.store import rollups
 from shared.store.db import Transaction
 from shared.store.rollups import INBOUND, NEW_SENDERS, WOULD_STOP
-from workers.cli.common import fail, open_database, parse_number, parse_pairs
+from workers.cli.common import USAGE, fail, open_database, parse_number, parse_pairs
 
 DAY = timedelta(days=1)
 
@@ -53,7 +53,7 @@ def rules_set(number: str, modes: tuple[str, ...]) -> None:
         try:
             new_rules = campaign.rules.with_modes(changes)
         except ValueError as error:
-            fail(str(error), 2)
+            fail(str(error), USAGE)
         store.update_campaign(tx, campaign.id, reply_text=None, delay_seconds=None,
                               window_seconds=None, price_per_segment=campaign.price_per_segment,
                               allow_multipart=campaign.allow_multipart, rules=new_rules)

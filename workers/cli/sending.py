@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import click
 
 from shared.store import campaigns as store
-from workers.cli.common import fail, open_database, parse_number
+from workers.cli.common import USAGE, fail, open_database, parse_number
 
 
 @click.group("sending")
@@ -23,7 +23,7 @@ def sending_group() -> None:
 def sending_stop(number: str | None, reason: str) -> None:
     """Stop sending now; claimed replies go back to waiting, inbound is still recorded."""
     if not reason.strip():
-        fail("--reason must say why", 2)
+        fail("--reason must say why", USAGE)
     text = f"stopped by an operator: {reason.strip()[:200]}"
     with open_database().transaction() as tx:
         if number is None:

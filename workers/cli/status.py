@@ -9,10 +9,12 @@ import click
 
 from shared.broker import create_publisher
 from shared.rules.campaign import RULES, Campaign
+from shared.rules.money import euros
+from shared.settings import Settings
 from shared.store.campaigns import global_halt, list_campaigns
 from shared.store.parked import parked_counts
 from shared.store.reports import campaign_overview
-from workers.cli.common import load_settings, open_database
+from workers.cli.common import fail, load_settings, open_database, reason
 from workers.cli.rules import would_stop_24h
 
 
@@ -36,7 +38,7 @@ def status() -> None:
         replies = item["replies"]
         used_day = item["budget"]["day"][0]
         left = ", ".join(
-            f"{period} {cap - used:.2f}/{cap:.2f}"
+            f"{period} {euros(cap - used, 2)}/{euros(cap, 2)}"
             for period, (used, cap) in item["budget"].items() if cap is not None) or "no cap"
         click.echo(
             f"{item['number']:<14} {_state(item):<7} "
@@ -44,7 +46,7 @@ def status() -> None:
             f"{sum(item['inbound'].values()):>6} {replies.get('pending', 0):>7} "
             f"{replies.get('sent', 0) + replies.get('delivered', 0):>6} "
             f"{replies.get('failed', 0):>6} {replies.get('expired', 0):>7}  "
-            f"{used_day:>11.4f}  {left}")
+            f"{euros(used_day):>11}  {left}")
     if everything:
         click.echo(f"SENDING STOPPED FOR EVERY CAMPAIGN: {everything} "
                    "(`relous sending start` lifts it)")
@@ -63,8 +65,7 @@ def status() -> None:
     parked_line = ", ".join(f"{count} {kind}" for kind, count in waiting.items())
     hint = " (relous parked list)" if any(waiting.values()) else ""
     click.echo(f"parked: {parked_line}{hint}")
-    click.echo(f"queues: {_queue_depths()}")
-
+    _echo_queues(load_settings())
 
 def _record_only(campaign: Campaign, would: dict[str, int]) -> str:
     """`lexicon 12, storm 0` for the campaign's rules in record mode; "" when none."""
@@ -76,9 +77,16 @@ def _state(item: dict[str, Any]) -> str:
     return "halted" if item["halted"] else "paused" if item["paused"] else "active"
 
 
-def _queue_depths() -> str:
+def _echo_queues(settings: Settings) -> None:
+    """The queue line; a broker that cannot be reached is one line on stderr and exit 1,
+    after the rest of the overview (read from the database) was shown."""
     try:
-        depths = create_publisher(load_settings()).queue_depths()
-    except Exception as error:  # status still shows the rest
-        return f"unavailable ({type(error).__name__})"
-    return ", ".join(f"{name} {count} ready" for name, count in depths.items())
+        depths = create_publisher(settings).queue_depths()
+    except Exception as error:  # any failure to read them means "cannot reach it"
+        click.echo("queues: unavailable")
+        where = ("BROKER_URL and RABBITMQ_MANAGEMENT_URL" if settings.rabbitmq_management_url
+                 else "BROKER_URL")
+        fail(f"cannot reach the broker of {where} ({reason(error)}): check the URL and "
+             "that RabbitMQ is running (the overview above is current)")
+    click.echo("queues: " + ", ".join(f"{name} {count} ready"
+                                      for name, count in depths.items()))

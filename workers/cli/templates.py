@@ -6,7 +6,7 @@ import click
 
 from shared.rules.templates import check_template, describe
 from shared.store.campaigns import find_campaign
-from workers.cli.common import fail, open_database, parse_money, parse_number
+from workers.cli.common import fail, money, open_database, parse_money, parse_number
 
 
 @click.group()
@@ -32,4 +32,5 @@ def template_check(text: str, price_per_segment: str, campaign_number: str | Non
     for line in describe(report):
         click.echo(line)
     if not report.fits_one_segment:
-        fail(f"{report.encoding.segments} segments: every reply would cost {report.cost} EUR")
+        fail(f"{report.encoding.segments} segments: every reply would cost "
+             f"{money(report.cost, 4)} EUR")

@@ -1,0 +1,101 @@
+"""The embedded broker (shared/embedded_broker.py): a message is delivered until it is
+acknowledged, whatever happens to the process that held it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+from kombu import Connection, Exchange, Queue
+
+from shared import embedded_broker
+from tests.helpers import wait_for
+
+EXCHANGE = Exchange("relous", type="direct", durable=True)
+QUEUE = Queue("relous.inbound", EXCHANGE, routing_key="relous.inbound", durable=True)
+
+
+def connect(folder) -> Connection:
+    embedded_broker.register()
+    return Connection("embedded://", transport_options={"data_folder": str(folder)})
+
+
+def publish(folder, count: int) -> None:
+    with connect(folder) as conn:
+        producer = conn.Producer()
+        for number in range(count):
+            producer.publish({"n": number}, exchange=EXCHANGE, routing_key="relous.inbound",
+                             declare=[QUEUE])
+
+
+def consume(folder, count: int, ack: bool = True) -> list[int]:
+    got: list[int] = []
+    with connect(folder) as conn, conn.Consumer(
+            QUEUE, callbacks=[lambda body, message: (got.append(body["n"]),
+                                                     ack and message.ack())]):
+        while len(got) < count:
+            conn.drain_events(timeout=5)
+    return got
+
+
+def depth(folder) -> int:
+    with connect(folder) as conn:
+        return QUEUE.bind(conn.default_channel).queue_declare().message_count
+
+
+def test_messages_come_out_in_order_once_and_leave_when_acknowledged(tmp_path):
+    publish(tmp_path, 50)
+    assert depth(tmp_path) == 50
+    assert consume(tmp_path, 50) == list(range(50))
+    assert depth(tmp_path) == 0
+
+
+def test_unacknowledged_messages_of_a_closed_channel_come_back(tmp_path):
+    publish(tmp_path, 10)
+    assert consume(tmp_path, 4, ack=False) == [0, 1, 2, 3]
+    assert consume(tmp_path, 10) == list(range(10))
+
+
+def test_a_consumer_killed_with_sigkill_loses_nothing(tmp_path):
+    """The kombu file transports lose what a killed consumer held; this one gives it back
+    to the next consumer, the acknowledged ones excepted."""
+    publish(tmp_path, 30)
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(embedded_broker.__file__).rsplit('/shared/', 1)[0]!r})
+        from tests.workers.test_embedded_broker import connect, QUEUE
+        got = []
+        with connect({str(tmp_path)!r}) as conn:
+            ch = conn.channel(); ch.basic_qos(0, 20, False)
+            def take(body, message):
+                got.append(body["n"])
+                if body["n"] < 5:
+                    message.ack()
+            with conn.Consumer(QUEUE, channel=ch, callbacks=[take]):
+                while len(got) < 20:
+                    conn.drain_events(timeout=5)
+                print("holding", flush=True)
+                time.sleep(600)
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "holding"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    assert depth(tmp_path) == 25  # 5 acknowledged; 15 held by the dead process; 10 ready
+    assert sorted(consume(tmp_path, 25)) == list(range(5, 30))
+
+
+def test_a_live_consumer_keeps_its_claims(tmp_path):
+    publish(tmp_path, 6)
+    with connect(tmp_path) as holder:
+        channel = holder.channel()
+        channel.basic_qos(0, 3, False)
+        held: list[int] = []
+        with holder.Consumer(QUEUE, channel=channel,
+                             callbacks=[lambda body, message: held.append(body["n"])]):
+            wait_for(lambda: holder.drain_events(timeout=1) or len(held) >= 3, timeout=10)
+            assert consume(tmp_path, 3) == [3, 4, 5]  # another consumer: the rest only
