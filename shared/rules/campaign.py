@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
@@ -32,6 +33,9 @@ def _mode(raw: str) -> str:
 
 # Knobs with an upper bound: how far back the rollups go (ROLLUP_DAYS).
 _MAXIMA = {"baseline_peak_day": 30, "baseline_days": 30}
+# Every other number: finite and at most this (a billion seconds is 31 years; a larger
+# `block_seconds` would overflow a worker's date arithmetic).
+MAX_KNOB = 10**9
 
 # How each string knob is checked and written back (a bad value raises ValueError).
 _STRING_KNOBS = {"reply_countries": _countries} | {f"mode_{rule}": _mode for rule in RULES}
@@ -123,10 +127,10 @@ class CampaignRules:
                 value = float(raw) if types[key] in ("float", float) else int(raw)
             except ValueError:
                 raise ValueError(f"{key} must be a number, got {raw!r}") from None
-            if value < 0:
-                raise ValueError(f"{key} must not be negative")
-            if value > _MAXIMA.get(key, value):
-                raise ValueError(f"{key} must be at most {_MAXIMA[key]}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{key} must be a finite number, not negative, got {raw!r}")
+            if value > _MAXIMA.get(key, MAX_KNOB):
+                raise ValueError(f"{key} must be at most {_MAXIMA.get(key, MAX_KNOB)}")
             data[key] = value
         return CampaignRules(**data)
 

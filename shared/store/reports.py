@@ -33,7 +33,7 @@ def campaign_overview(tx: Transaction, now: datetime) -> list[dict[str, Any]]:
         overview.append({
             "number": campaign.number, "paused": campaign.paused,
             "halted": campaign.sending_halted_reason,
-            "top_reasons": _top_reasons(tx, campaign.id, now - timedelta(days=1)),
+            "top_reasons": top_reasons(tx, campaign.id, now - timedelta(days=1)),
             "storm_mode": campaign.storm_mode,
             "inbound": {row["verdict"]: row["n"] for row in inbound},
             "replies": {row["status"]: row["n"] for row in replies},
@@ -65,9 +65,10 @@ def metric_gauges(tx: Transaction, now: datetime) -> dict[str, Any]:
                           for campaign in campaigns}}}
 
 
-def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
-                 limit: int = 3) -> list[tuple[str, int]]:
-    """The most frequent reasons (their kind, before ':') of suppressed or blocked messages."""
+def top_reasons(tx: Transaction, campaign_id: int, since: datetime,
+                limit: int = 3) -> list[tuple[str, int]]:
+    """The most frequent reasons (their kind, before ':') of suppressed or blocked messages
+    since `since` (`relous status` and the status page)."""
     rows = tx.execute(
         "SELECT reasons, COUNT(*) AS n FROM inbound_messages WHERE campaign_id = %(id)s"
         " AND verdict IN ('suppress', 'block') AND received_at > %(since)s"
@@ -80,13 +81,6 @@ def _top_reasons(tx: Transaction, campaign_id: int, since: datetime,
         kind = first.split(":")[0]
         kinds[kind] = kinds.get(kind, 0) + row["n"]
     return sorted(kinds.items(), key=lambda item: -item[1])[:limit]
-
-
-def top_reasons(tx: Transaction, campaign_id: int, since: datetime,
-                limit: int = 3) -> list[tuple[str, int]]:
-    """The most frequent reason kinds of suppressed or blocked messages since `since` (the
-    status page's; `relous status` shows the same three)."""
-    return _top_reasons(tx, campaign_id, since, limit)
 
 
 def replies_by_sender(tx: Transaction, campaign_number: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 
 import pytest
 
@@ -76,3 +77,21 @@ def test_big_scenarios_have_the_announced_size(name):
     messages = {w.params["messageId"] for w in webhooks}
     expected = {"flood": 100_000, "viral": 50_000}[name]
     assert expected <= len(messages) <= expected * 1.01
+
+
+@pytest.mark.parametrize("totals", [None, (42, Decimal("3.36"))])
+def test_without_per_sender_data_the_report_never_claims_nobody_was_answered(totals):
+    """`relous storm --target` with no --provider-log: per class unknown, the service's
+    own totals from its /metrics when it could be read, never "0/300 (0.0%)"."""
+    result = StormResult(speed=600, started=0.0, finished=60.0, service_totals=totals)
+    result.senders = {"33622222222": "ordinary", "33611111111": "raider"}
+    result.messages.update({"ordinary": 1, "raider": 4})
+    rows, lines = summary(result)
+    assert rows[1][5:] == ["?"] * 5 and rows[2][5:] == ["?"] * 5
+    text = "\n".join(lines)
+    assert "answered exactly once" not in text and "0.0%" not in text
+    assert "replies per class: unknown" in text
+    if totals:
+        assert "the service counted 42 replies sent and 3.3600 EUR spent" in text
+    else:
+        assert "could not be read" in text

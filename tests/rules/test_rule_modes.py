@@ -115,3 +115,12 @@ def test_a_busy_numbers_threshold_follows_its_own_normal():
 def test_baseline_knobs_are_bounded(knob, raw):
     with pytest.raises(ValueError, match="at most"):
         CampaignRules().with_changes({knob: raw})
+
+
+@pytest.mark.parametrize("change", [{"storm_ratio": "inf"}, {"storm_ratio": "nan"},
+                                    {"block_seconds": "10000000000"},
+                                    {"spend_trip_floor_euros": "1e12"}])
+def test_knobs_are_finite_and_bounded_in_the_rules_themselves(change):
+    """A worker adds `block_seconds` to a date: an unbounded knob would overflow there."""
+    with pytest.raises(ValueError):
+        CampaignRules().with_changes(change)
