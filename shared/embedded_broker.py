@@ -21,6 +21,7 @@ Several processes of one machine may publish and consume: SQLite serialises the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,8 @@ from queue import Empty
 from typing import Any, ClassVar
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
+
+log = logging.getLogger(__name__)
 
 SCHEME = "embedded"
 FILE_NAME = "queue.sqlite3"
@@ -73,16 +76,24 @@ def process_token(pid: int | None = None) -> str:
 
 
 def is_alive(token: str) -> bool:
-    pid, _, started = token.partition(":")
+    """Whether the process that claimed with `token` still runs (a token that is not ours,
+    e.g. a file edited by hand, counts as a dead process's: its rows come back)."""
+    pid_text, _, started = token.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
     if not Path("/proc").is_dir():  # not Linux: the pid alone
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
         return True
-    return _start_time(int(pid)) == started
+    return _start_time(pid) == started
 
 
 class Store:
@@ -204,9 +215,29 @@ class Channel(virtual.Channel):
             if time.monotonic() - self._last_release > RELEASE_EVERY_SECONDS:
                 self.release_dead_claims()
             raise Empty()
-        row_id, payload = claimed.popleft()
-        message: dict[str, Any] = json.loads(payload)
-        message["properties"]["delivery_tag"] = row_id
+        while claimed:
+            row_id, payload = claimed.popleft()
+            message = self._readable(queue, row_id, payload)
+            if message is not None:
+                return message
+        raise Empty()
+
+    def _readable(self, queue: str, row_id: int, payload: str) -> dict[str, Any] | None:
+        """The message of a row, or None after setting aside a row that cannot be one (the
+        file edited by hand, a disk fault, another program): a worker that met it would
+        stop, and stop again at each restart. It moves to `QUEUE.unreadable`, which no
+        one consumes, and an error names it."""
+        try:
+            message: dict[str, Any] = json.loads(payload)
+            message["properties"]["delivery_tag"] = row_id
+            self.Message(message, channel=self)  # decodes the body as delivery will
+        except Exception as error:  # anything a row holds must not stop the worker
+            self.store.write("UPDATE messages SET queue = ?, claimed_by = NULL WHERE id = ?",
+                             (f"{queue}.unreadable", row_id))
+            log.error("embedded broker: message %s of %s is unreadable (%s); set aside as "
+                      "%s.unreadable in %s", row_id, queue, type(error).__name__, queue,
+                      self.store.path)
+            return None
         return message
 
     def _size(self, queue: str) -> int:

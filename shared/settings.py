@@ -22,6 +22,11 @@ EMBEDDED_BROKER_URL = "embedded://"
 DEFAULT_EMBEDDED_BROKER_DIR = ".relous/broker"
 
 
+# The status page answers 401 in a fraction of a millisecond: a short password would fall
+# to guessing.
+MIN_STATUS_PASSWORD = 12
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
@@ -121,6 +126,11 @@ class Settings:
             raise ConfigError("RABBITMQ_MANAGEMENT_URL must start with http:// or https://")
         if self.alert_webhook_url and not re.match(r"^https?://", self.alert_webhook_url):
             raise ConfigError("ALERT_WEBHOOK_URL must start with http:// or https://")
+        if self.status_password is not None and \
+                len(self.status_password.strip()) < MIN_STATUS_PASSWORD:
+            raise ConfigError(f"STATUS_PASSWORD must be at least {MIN_STATUS_PASSWORD} "
+                              "characters (the page answers anyone who guesses it); "
+                              "`relous keys` prints random values you can use")
         if self.lexicon_path and not Path(self.lexicon_path).is_file():
             raise ConfigError(f"RELOUS_LEXICON_PATH: no file at {self.lexicon_path}")
         if logging.getLevelName(self.log_level) == f"Level {self.log_level}":

@@ -29,6 +29,11 @@ class BadKey(ValueError):
     """The key is neither a Fernet key nor 64 hex characters; the message says which."""
 
 
+# 32 random bytes hold about 30 different values; fewer than 16 is a pattern typed by
+# hand ("0" * 64, "0123456789abcdef" * 4), never a drawn key.
+MIN_DISTINCT_BYTES = 16
+
+
 def fernet_key(key: str) -> bytes:
     """The Fernet key (url-safe base64 of 32 bytes) that `key` stands for."""
     if _HEX_DIGITS.fullmatch(key):
@@ -37,13 +42,18 @@ def fernet_key(key: str) -> bytes:
         if len(key) != HEX_KEY_LENGTH:
             raise BadKey(f"has {len(key)} hex characters; a hex key has exactly "
                          f"{HEX_KEY_LENGTH} (32 bytes)")
-        return base64.urlsafe_b64encode(bytes.fromhex(key))
-    try:
-        Fernet(key)
-    except ValueError:
-        raise BadKey("must be a Fernet key (32 bytes in url-safe base64) or exactly "
-                     f"{HEX_KEY_LENGTH} hex characters") from None
-    return key.encode()
+        encoded = base64.urlsafe_b64encode(bytes.fromhex(key))
+    else:
+        try:
+            Fernet(key)
+        except ValueError:
+            raise BadKey("must be a Fernet key (32 bytes in url-safe base64) or exactly "
+                         f"{HEX_KEY_LENGTH} hex characters") from None
+        encoded = key.encode()
+    if len(set(base64.urlsafe_b64decode(encoded))) < MIN_DISTINCT_BYTES:
+        raise BadKey("is too regular to be a random key (a repeated pattern such as "
+                     "000…)")
+    return encoded
 
 
 def fernet(key: str) -> Fernet:

@@ -95,3 +95,34 @@ def test_without_per_sender_data_the_report_never_claims_nobody_was_answered(tot
         assert "the service counted 42 replies sent and 3.3600 EUR spent" in text
     else:
         assert "could not be read" in text
+
+
+def test_the_service_totals_count_each_reply_once_whatever_its_receipts(tmp_path):
+    """A delivery receipt moves a reply already counted `sent` to `delivered` too: the
+    totals count `sent` only (adding both counted a delivered reply twice)."""
+    import http.server
+    import threading
+
+    from workers.replay.runner import read_metrics
+
+    body = (b'relous_replies_total{campaign="33700000001",status="sent"} 3.0\n'
+            b'relous_replies_total{campaign="33700000001",status="delivered"} 1.0\n'
+            b'relous_spend_euros_total{campaign="33700000001"} 0.24\n'
+            b'relous_budget_cap_euros{campaign="33700000001",period="total"} 50.0\n')
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        read = read_metrics(f"http://127.0.0.1:{server.server_port}", "33700000001", None)
+    finally:
+        server.shutdown()
+    assert read == ({"total": 50.0}, (3, Decimal("0.24")))

@@ -4,6 +4,7 @@ hex derivation, so a known-answer vector pins it."""
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -34,7 +35,8 @@ def generated_secret() -> str:
 
 
 # Fixed values: randomly generated parameters would differ between pytest-xdist workers.
-@pytest.mark.parametrize("key", ["7VbJd8iZ3xK9nQ2mR5tW1yA4cE6gH0jL8oP3sU5vX7w=", "9f" * 32],
+@pytest.mark.parametrize("key", ["7VbJd8iZ3xK9nQ2mR5tW1yA4cE6gH0jL8oP3sU5vX7w=",
+                                 "5e0c9a1f3b7d28e64c1a9f07b3d5e2c8a4f6b0d9e1c3a5f7082b4d6e8f1a3c57"],
                          ids=["fernet", "hex"])
 def test_either_spelling_passes_settings_and_seals_then_opens(key):
     settings = _settings(key)
@@ -95,3 +97,16 @@ def test_a_bad_key_is_refused_at_start_naming_the_variable(value, says):
     assert value not in message, "a key, even a wrong one, is never echoed"
     with pytest.raises(BadKey):
         seal("text", value)
+
+
+@pytest.mark.parametrize("weak", ["0" * 64, "f" * 64, "0123456789abcdef" * 4,
+                                  base64.urlsafe_b64encode(bytes(32)).decode()])
+def test_a_key_typed_as_a_pattern_is_refused(weak):
+    with pytest.raises(ConfigError, match="RELOUS_EVIDENCE_KEY is too regular"):
+        Settings.from_env({"RELOUS_SECRET_KEY": "x" * 32, "RELOUS_EVIDENCE_KEY": weak})
+
+
+@pytest.mark.parametrize("password", [" ", "short", " " * 20 + "abc"])
+def test_a_short_status_password_stops_the_process(password):
+    with pytest.raises(ConfigError, match="STATUS_PASSWORD must be at least 12"):
+        Settings.from_env({"STATUS_PASSWORD": password}, require_keys=False)

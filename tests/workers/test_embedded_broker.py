@@ -99,3 +99,26 @@ def test_a_live_consumer_keeps_its_claims(tmp_path):
                              callbacks=[lambda body, message: held.append(body["n"])]):
             wait_for(lambda: holder.drain_events(timeout=1) or len(held) >= 3, timeout=10)
             assert consume(tmp_path, 3) == [3, 4, 5]  # another consumer: the rest only
+
+
+def test_an_unreadable_row_is_set_aside_not_a_stop(tmp_path, caplog):
+    """A row that is not a message (a hand edit, a disk fault) would stop the worker at
+    each start; it is moved to `QUEUE.unreadable` with an error, and the rest flows."""
+    publish(tmp_path, 2)
+    store = embedded_broker.Store.for_folder(str(tmp_path))
+    store.write("UPDATE messages SET payload = 'not json' WHERE id = 1")
+    store.write("INSERT INTO messages (queue, payload) VALUES ('relous.inbound', ?)",
+                ('{"body": "abc", "properties": {"body_encoding": "base64"}}',))
+    publish(tmp_path, 1)
+    assert consume(tmp_path, 2) == [1, 0]
+    aside = store.read("SELECT id FROM messages WHERE queue = 'relous.inbound.unreadable'")
+    assert len(aside) == 2
+    assert "is unreadable" in caplog.text
+
+
+def test_a_claim_token_that_is_not_a_process_is_released(tmp_path):
+    publish(tmp_path, 3)
+    store = embedded_broker.Store.for_folder(str(tmp_path))
+    store.write("UPDATE messages SET claimed_by = 'garbage' WHERE id = 1")
+    store.write("UPDATE messages SET claimed_by = ':' WHERE id = 2")
+    assert sorted(consume(tmp_path, 3)) == [0, 1, 2]

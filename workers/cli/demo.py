@@ -9,6 +9,7 @@ Quiet by default: one line when ready, one per reply, warnings and errors as the
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import secrets
@@ -40,9 +41,9 @@ PR_SET_PDEATHSIG = 1
 
 
 def demo_environment(data_dir: Path, port: int) -> dict[str, str]:
-    """The variables the demo runs with: everything embedded, fresh keys if none are set."""
-    from cryptography.fernet import Fernet
-
+    """The variables the demo runs with: everything embedded, and its keys (see
+    `demo_keys`) unless the environment sets them."""
+    keys = demo_keys(data_dir)
     return {
         "DATABASE_URL": f"sqlite:///{data_dir.resolve() / 'relous-demo.db'}",
         "BROKER_URL": "embedded://",
@@ -50,10 +51,26 @@ def demo_environment(data_dir: Path, port: int) -> dict[str, str]:
         "SMS_PROVIDER": "console",
         "SMS_RATE_PER_SECOND": DEMO_SMS_RATE,
         "PORT": str(port),
-        "RELOUS_SECRET_KEY": os.environ.get("RELOUS_SECRET_KEY") or secrets.token_urlsafe(32),
-        "RELOUS_EVIDENCE_KEY": os.environ.get("RELOUS_EVIDENCE_KEY")
-        or Fernet.generate_key().decode(),
+        **{name: os.environ.get(name) or value for name, value in keys.items()},
     }
+
+
+def demo_keys(data_dir: Path) -> dict[str, str]:
+    """The demo's keys, drawn once and kept beside its data (`keys.json`, mode 0600): a
+    restart with new keys would see every sender as new (pseudonyms change) and answer
+    them again, and could not open what it sealed."""
+    from cryptography.fernet import Fernet
+
+    path = data_dir / "keys.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        keys = {"RELOUS_SECRET_KEY": secrets.token_urlsafe(32),
+                "RELOUS_EVIDENCE_KEY": Fernet.generate_key().decode()}
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(keys, file)
+        return keys
 
 
 def sample_curl(host: str, port: int) -> str:

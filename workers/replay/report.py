@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.rules.budget import day_start, hour_start
@@ -180,6 +181,21 @@ def chart(result: StormResult, path: str, title: str) -> None:
     top.set_yscale("log")
     top.legend()
     top.set_title(title)
+    if result.replies is None:  # nobody counted them per sender: draw nothing, say so
+        bottom.text(0.5, 0.5, "replies per sender unknown (no --provider-log): "
+                    "see the report's totals", ha="center", va="center",
+                    transform=bottom.transAxes)
+        bottom.set_xlabel("scenario time (hours)")
+    else:
+        _replies_and_spend(result, bottom)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _replies_and_spend(result: StormResult, bottom: Any) -> None:
+    """Cumulative replies, and spend against the caps, over the scenario's time."""
     reply_hours = sorted((sms["at"] - result.started) * result.speed / 3600
                          for sms in result.replies or [])
     spend = []
@@ -200,7 +216,3 @@ def chart(result: StormResult, path: str, title: str) -> None:
     lines = bottom.get_legend_handles_labels()
     more = money.get_legend_handles_labels()
     bottom.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left")
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

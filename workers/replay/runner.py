@@ -145,7 +145,8 @@ def read_metrics(target: str, campaign: str, token: str | None
             if family.name == "relous_budget_cap_euros":
                 caps[sample.labels["period"]] = sample.value
             elif sample.name == "relous_replies_total" and \
-                    sample.labels.get("status") in ("sent", "delivered"):
+                    sample.labels.get("status") == "sent":  # a receipt adds `delivered`
+                # to a reply already counted `sent`: counting both would count it twice
                 replies += int(sample.value)
             elif sample.name == "relous_spend_euros_total":
                 spend += Decimal(str(sample.value))
