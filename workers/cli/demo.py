@@ -16,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -90,6 +91,7 @@ def sample_curl(host: str, port: int) -> str:
 def run_demo(host: str, port: int, data_dir: str, *, verbose: bool = False,
              storm: Any = None) -> None:
     """Serve until Ctrl-C (or, with a storm plan, until its report is printed)."""
+    _check_port(host, port)
     folder = Path(data_dir)
     if storm is not None:  # a replay starts from nothing: its senders are all new
         folder = folder / f"storm-{storm.scenario}"
@@ -152,6 +154,19 @@ def run_demo(host: str, port: int, data_dir: str, *, verbose: bool = False,
         os.waitpid(web, 0)
     if storm is not None and storm.failed:
         raise SystemExit(1)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Say in one line that the port is taken (werkzeug would print two and exit)."""
+    from workers.cli.common import fail
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            fail(f"cannot listen on {host}:{port} ({error.strerror}): stop what uses it, "
+                 "or give another --port")
 
 
 def serve_in_child(server: Any) -> int:
