@@ -139,6 +139,18 @@ def record_inbound(tx: Transaction, sms: InboundSms, secret_key: str, now: datet
     return outcome
 
 
+def record_flood(tx: Transaction, campaign: str, number: str, prefix: str, secret_key: str,
+                 evidence_key: str, now: datetime) -> None:
+    """Eight insults from one number in a minute: the velocity rule blocks it and keeps
+    its number as evidence (sealed with `evidence_key`)."""
+    from shared.vonage.webhooks import parse_inbound
+
+    for index in range(8):
+        record_inbound(tx, parse_inbound(inbound(
+            msisdn=number, to=campaign, message_id=f"{prefix}{index}",
+            text=f"Réponds salope {index}")), secret_key, now, (), evidence_key)
+
+
 def batch_request(params: dict[str, Any]) -> Any:
     """An inbound task as celery-batches hands it to `process_inbound`: from webhook fields
     (validated as the web does), or any raw payload."""

@@ -186,8 +186,7 @@ def test_a_generated_evidence_key_seals_in_the_worker_and_opens_in_the_cli(
 
     from shared.store.campaigns import add_campaign
     from shared.store.db import database_for
-    from shared.vonage.webhooks import parse_inbound
-    from tests.helpers import inbound, record_inbound
+    from tests.helpers import record_flood
     from workers.cli import main
 
     monkeypatch.setenv("RELOUS_EVIDENCE_KEY", generated_secret())
@@ -196,11 +195,8 @@ def test_a_generated_evidence_key_seals_in_the_worker_and_opens_in_the_cli(
     with database_for(settings.database_url).transaction() as tx:
         add_campaign(tx, "33700000018", "Stop.", delay_seconds=0, window_seconds=86400,
                      price_per_segment=Decimal("0.08"), allow_multipart=False, now=now)
-        for index in range(8):
-            record_inbound(tx, parse_inbound(inbound(
-                msisdn="33611110000", to="33700000018", message_id=f"HEX{index}",
-                text=f"Réponds salope {index}")), settings.secret_key, now, (),
-                settings.evidence_key)
+        record_flood(tx, "33700000018", "33611110000", "HEX", settings.secret_key,
+                     settings.evidence_key, now)
     stored = db.execute("SELECT encrypted_number FROM evidence").fetchall()
     assert len(stored) == 1 and "33611110000" not in stored[0]["encrypted_number"]
     out = tmp_path / "evidence.csv"

@@ -143,18 +143,15 @@ def _flood_and_ordinary(db):
     from shared.store.campaigns import add_campaign
     from shared.store.db import database_for
     from shared.vonage.webhooks import parse_inbound
-    from tests.helpers import inbound, record_inbound
+    from tests.helpers import inbound, record_flood, record_inbound
 
     settings = Settings.from_env()
     now = datetime.now(UTC)
     with database_for(os.environ["DATABASE_URL"]).transaction() as tx:
         add_campaign(tx, "33700000008", "Stop.", delay_seconds=0, window_seconds=86400,
                            price_per_segment=Decimal("0.08"), allow_multipart=False, now=now)
-        for index in range(8):
-            record_inbound(tx, parse_inbound(inbound(
-                msisdn="33611110000", to="33700000008", message_id=f"FLOOD{index}",
-                text=f"Réponds salope {index}")), settings.secret_key, now, (),
-                settings.evidence_key)
+        record_flood(tx, "33700000008", "33611110000", "FLOOD", settings.secret_key,
+                     settings.evidence_key, now)
         record_inbound(tx, parse_inbound(inbound(
             msisdn="33622220000", to="33700000008", message_id="NICE",
             text="Bonsoir Julie, tu viens samedi ?")), settings.secret_key, now, (),
