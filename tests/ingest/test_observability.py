@@ -83,3 +83,23 @@ def test_dashboard_is_importable():
     for needed in ("verdict", "replies", "spend", "cap", "remaining", "queue", "storm",
                    "latency", "provider errors"):
         assert needed in titles, needed
+
+
+def test_every_rabbitmq_metric_the_alerts_and_dashboard_use_is_one_rabbitmq_exposes():
+    """The broker alerts read RabbitMQ's own names (its rabbitmq_prometheus plugin, which
+    `.ci/run` enables on the local node): a misspelt one would never fire."""
+    import requests
+
+    try:
+        exposed = requests.get("http://127.0.0.1:15692/metrics", timeout=5).text
+    except requests.RequestException:
+        if "CI" in os.environ:
+            raise
+        pytest.skip("RabbitMQ's prometheus plugin is off (bash .ci/run enables it)")
+    exposed_names = set(re.findall(r"^# TYPE (\w+) ", exposed, re.MULTILINE))
+    expressions = [rule["expr"] for rule in alert_rules()] + [
+        target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"]
+        for target in panel["targets"]]
+    used = set(re.findall(r"\brabbitmq_\w+", " ".join(expressions)))
+    assert used, "the broker signals are there"
+    assert used <= exposed_names, f"not exposed by RabbitMQ: {used - exposed_names}"
