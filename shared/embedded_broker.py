@@ -122,6 +122,27 @@ class Store:
         self._idle: list[sqlite3.Connection] = []
         self._write_lock = threading.Lock()
         self.write_script(SCHEMA)
+        self._adopt_file_queue(Path(path).parent / "queue")
+
+    def _adopt_file_queue(self, folder: Path) -> None:
+        """Messages kombu's filesystem transport (the embedded broker before this one) left
+        in FOLDER/*.msg join the table in the order it read them (by name: its time stamp,
+        in milliseconds), then their files go: an upgrade loses none. A crash in between imports them again: the pipeline deduplicates."""
+        files = sorted(folder.glob("*.msg")) if folder.is_dir() else []
+        if not files:
+            return
+        rows = [(file.name[:-len(".msg")].split(".", 1)[1], file.read_text(errors="replace"))
+                for file in files]
+        with self._write_lock:
+            conn = self._connect()
+            try:
+                with conn:
+                    conn.executemany("INSERT INTO messages (queue, payload) VALUES (?, ?)", rows)
+            finally:
+                conn.close()
+        for file in files:
+            file.unlink()
+        log.warning("embedded broker: %s message(s) of the former file queue adopted", len(rows))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,

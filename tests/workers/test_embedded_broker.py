@@ -122,3 +122,21 @@ def test_a_claim_token_that_is_not_a_process_is_released(tmp_path):
     store.write("UPDATE messages SET claimed_by = 'garbage' WHERE id = 1")
     store.write("UPDATE messages SET claimed_by = ':' WHERE id = 2")
     assert sorted(consume(tmp_path, 3)) == [0, 1, 2]
+
+
+def test_messages_left_by_the_former_file_queue_are_adopted(tmp_path):
+    """Upgrading from kombu's filesystem transport (the former embedded broker) loses
+    nothing it held."""
+    queue_folder = tmp_path / "queue"
+    queue_folder.mkdir()
+    options = {"data_folder_in": str(queue_folder), "data_folder_out": str(queue_folder),
+               "processed_folder": str(tmp_path / "processed")}
+    with Connection("filesystem://", transport_options=options) as old:
+        producer = old.Producer()
+        for number in range(5):
+            producer.publish({"n": number}, exchange=EXCHANGE, routing_key="relous.inbound",
+                             declare=[QUEUE])
+    assert len(list(queue_folder.glob("*.msg"))) == 5
+    # Its order within one millisecond was the files' random ids: only the set is owed.
+    assert sorted(consume(tmp_path, 5)) == [0, 1, 2, 3, 4]
+    assert not list(queue_folder.glob("*.msg"))
