@@ -23,9 +23,12 @@ import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from workers.cli.demo_storm import StormPlan
 
 DEMO_CAMPAIGN_NUMBER = "33700000001"
 DEMO_SENDER_NUMBER = "33612345678"
@@ -89,7 +92,7 @@ def sample_curl(host: str, port: int) -> str:
 
 
 def run_demo(host: str, port: int, data_dir: str, *, verbose: bool = False,
-             storm: Any = None) -> None:
+             storm: StormPlan | None = None) -> None:
     """Serve until Ctrl-C (or, with a storm plan, until its report is printed)."""
     _check_port(host, port)
     folder = Path(data_dir)
