@@ -127,7 +127,8 @@ class Store:
     def _adopt_file_queue(self, folder: Path) -> None:
         """Messages kombu's filesystem transport (the embedded broker before this one) left
         in FOLDER/*.msg join the table in the order it read them (by name: its time stamp,
-        in milliseconds), then their files go: an upgrade loses none. A crash in between imports them again: the pipeline deduplicates."""
+        in milliseconds), then their files go: an upgrade loses none. A crash in between
+        imports them again: the pipeline deduplicates."""
         files = sorted(folder.glob("*.msg")) if folder.is_dir() else []
         if not files:
             return
