@@ -205,7 +205,11 @@ def test_a_real_prometheus_scrapes_and_every_query_returns_data(services, db, ca
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "relous", "static_configs": [{"targets": [target]}]}],
+        # RabbitMQ's own metrics too (its plugin, enabled by .ci/run), as the example
+        # config scrapes them: the dashboard's broker panels read them.
+        "scrape_configs": [{"job_name": "relous", "static_configs": [{"targets": [target]}]},
+                           {"job_name": "rabbitmq",
+                            "static_configs": [{"targets": ["127.0.0.1:15692"]}]}],
     }))
     prometheus = Process("prometheus", [
         shutil.which("prometheus") or "prometheus", f"--config.file={config}",
