@@ -8,10 +8,12 @@ the same `broker_config`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu import Exchange, Queue
 from kombu.utils.url import url_to_parts
@@ -22,6 +24,13 @@ from shared.settings import Settings
 INBOUND_QUEUE = "relous.inbound"
 REPLIES_QUEUE = "relous.replies"
 EXCHANGE = "relous"
+# Where RabbitMQ puts a message past its delivery limit; the workers park what it holds
+# (workers/dead_letters.py).
+DEAD_LETTER_EXCHANGE = DEAD_LETTER_QUEUE = "relous.dead"
+# Deliveries of one message before RabbitMQ dead-letters it: far above what crashes and
+# restarts give back (a poison message is parked by the task itself long before), so only
+# a message that kills every worker that takes it gets there.
+DELIVERY_LIMIT = 200
 # How long a publish waits for RabbitMQ's confirm before the webhook answers 503.
 PUBLISH_CONFIRM_TIMEOUT_SECONDS = 5.0
 MANAGEMENT_API_TIMEOUT_SECONDS = 3.0
@@ -38,19 +47,44 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not take the message: the webhook must answer 503."""
 
 
+def quorum_arguments() -> dict[str, Any]:
+    """The pipeline queues' arguments: replicated quorum queues (Raft), a delivery limit
+    whose overflow goes to the dead-letter exchange at least once (RabbitMQ's default would
+    drop it), and a full queue refusing publishes (a 503 to Vonage) rather than dropping
+    its oldest message."""
+    return {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": DEAD_LETTER_QUEUE,
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def dead_letter_queue() -> Queue:
+    """The queue that receives dead-lettered messages, a quorum queue itself."""
+    exchange = Exchange(DEAD_LETTER_EXCHANGE, type="direct", durable=True)
+    return Queue(DEAD_LETTER_QUEUE, exchange, routing_key=DEAD_LETTER_QUEUE, durable=True,
+                 queue_arguments={"x-queue-type": "quorum"})
+
+
+def pipeline_queues(settings: Settings) -> tuple[Queue, Queue]:
+    """The inbound and replies queues: quorum queues on RabbitMQ; plain ones on the
+    embedded broker, which knows no queue arguments."""
+    exchange = Exchange(EXCHANGE, type="direct", durable=True)
+    arguments = None if settings.uses_embedded_broker else quorum_arguments()
+    return (Queue(INBOUND_QUEUE, exchange, routing_key=INBOUND_QUEUE, durable=True,
+                  queue_arguments=arguments),
+            Queue(REPLIES_QUEUE, exchange, routing_key=REPLIES_QUEUE, durable=True,
+                  queue_arguments=arguments))
+
+
 def broker_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings both sides need: broker, confirms, queues, routes, serialiser."""
-    exchange = Exchange(EXCHANGE, type="direct", durable=True)
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_timeout": 3,
         "broker_connection_retry_on_startup": True,
         # Publisher confirms: a publish returns only once RabbitMQ has the message.
         "broker_transport_options": {"confirm_publish": True},
-        "task_queues": (
-            Queue(INBOUND_QUEUE, exchange, routing_key=INBOUND_QUEUE, durable=True),
-            Queue(REPLIES_QUEUE, exchange, routing_key=REPLIES_QUEUE, durable=True),
-        ),
+        "task_queues": pipeline_queues(settings),
         "task_default_queue": INBOUND_QUEUE,
         "task_default_exchange": EXCHANGE,
         "task_default_routing_key": INBOUND_QUEUE,
@@ -147,8 +181,9 @@ def management_queue_depths(management_url: str, broker_url: str,
                             names: list[str]) -> dict[str, int]:
     """Ready + unacknowledged messages per queue of the broker URL's virtual host, from
     the management API (`GET /api/queues/{vhost}`). Credentials: the management URL's
-    own, else the broker URL's. A queue not declared yet reads 0."""
-    broker = url_to_parts(broker_url)
+    own, else the broker URL's. A queue not declared yet reads 0. A failover list
+    (`url1;url2`, the nodes of one cluster) is read through its first URL."""
+    broker = url_to_parts(broker_url.split(";")[0])
     vhost = broker.path or "/"
     management = urlsplit(management_url)
     auth = (management.username or broker.username or "guest",
@@ -161,3 +196,79 @@ def management_queue_depths(management_url: str, broker_url: str,
     response.raise_for_status()
     found = {queue["name"]: int(queue.get("messages") or 0) for queue in response.json()}
     return {name: found.get(name, 0) for name in names}
+
+
+CLOSE_ERRORS = (AMQPError, OSError)
+
+
+class QueuesBusy(RuntimeError):
+    """A classic queue still holds messages or has consumers: it cannot be replaced yet."""
+
+
+def upgrade_queues(settings: Settings) -> list[str]:
+    """Replace the classic pipeline queues of a deployment that predates quorum queues, and
+    declare the dead-letter path; return what was done, one line per queue.
+
+    A queue's type cannot change in place, so each classic queue is deleted and declared
+    again as a quorum queue. RabbitMQ deletes it only if it is empty and has no consumer
+    (checked by the broker itself, atomically): a message is never deleted with its
+    queue. Otherwise `QueuesBusy` says which queue, and nothing else changes for it.
+    Running it again, or on quorum queues, changes nothing.
+    """
+    if settings.uses_embedded_broker:
+        return ["the embedded broker has no queue types: nothing to do"]
+    done = []
+    with publisher_celery(settings).connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=3)
+        dead_letter_queue().bind(conn.default_channel).declare()
+        for queue in pipeline_queues(settings):
+            kind = _queue_type(conn, queue.name)
+            if kind == "quorum":
+                done.append(f"{queue.name}: already a quorum queue")
+                continue
+            if kind == "other":
+                raise QueuesBusy(f"{queue.name} is a quorum queue with other arguments than "
+                                 "this version's: see README, \"Moving to quorum queues\"")
+            if kind == "classic":
+                try:
+                    conn.default_channel.queue_delete(queue.name, if_unused=True, if_empty=True)
+                except conn.channel_errors as error:
+                    raise QueuesBusy(
+                        f"{queue.name} still holds messages or has consumers ({error}); stop "
+                        "the web, let the workers of the previous version drain it, stop "
+                        "them, then run this again") from error
+            queue.bind(conn.default_channel).declare()
+            done.append(f"{queue.name}: {'replaced by' if kind else 'declared as'} "
+                        "a quorum queue")
+    return done
+
+
+def _queue_type(conn: Any, name: str) -> str | None:
+    """'quorum' (with this version's arguments), 'classic', 'other', or None when the queue
+    does not exist. A declare whose arguments differ fails (and closes its channel)."""
+    attempts: list[tuple[str, dict[str, Any] | None]] = [
+        ("quorum", quorum_arguments()), ("classic", None)]
+    if not _declares(conn, name, passive=True):
+        return None
+    for kind, arguments in attempts:
+        if _declares(conn, name, arguments=arguments):
+            return kind
+    return "other"
+
+
+def _declares(conn: Any, name: str, passive: bool = False,
+              arguments: dict[str, Any] | None = None) -> bool:
+    channel = conn.channel()
+    try:
+        channel.queue_declare(name, passive=passive, durable=True, auto_delete=False,
+                              arguments=arguments)
+        return True
+    except conn.channel_errors:
+        return False
+    finally:
+        _close_quietly(channel)
+
+
+def _close_quietly(channel: Any) -> None:
+    with contextlib.suppress(*CLOSE_ERRORS):  # already closed by the broker's refusal
+        channel.close()

@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from tests.helpers import (
     ADMIN_DATABASE_URL,
     FAKE_VONAGE,
+    QUORUM_TICK_EVAL,
     SECRET_KEY,
     SIGNATURE_SECRET,
     TABLES,
@@ -62,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if shutil.which("rabbitmqctl") is None:
         pytest.exit("rabbitmqctl not found: the tests need a local RabbitMQ; run `bash .ci/run`",
                     returncode=3)
+    _rabbitmqctl("eval", QUORUM_TICK_EVAL)  # before any queue of this run exists
     for vhost in VHOSTS.values():
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")

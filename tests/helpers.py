@@ -81,10 +81,21 @@ def rabbitmqctl(*args: str) -> str:
                           timeout=60).stdout
 
 
+# How often a quorum queue publishes its counts (RabbitMQ's `quorum_tick_interval`, 5 s by
+# default): `list_queues` reads those, so with the default a queue that just received 200
+# messages reads 0 for up to 5 s, and a wait for idle queues ended early. The test run sets
+# it on the shared node and its private nodes (production keeps the default: dashboards
+# need no finer figure).
+QUORUM_TICK_MS = 200
+QUORUM_TICK_EVAL = f"application:set_env(rabbit, quorum_tick_interval, {QUORUM_TICK_MS})."
+
+
 def broker_messages(vhost: str, ctl: Callable[..., str] = rabbitmqctl) -> int:
     """Messages in the vhost's queues, ready plus unacknowledged: 0 means all work is done
     (tasks acknowledge late, after they ran and queued any follow-up). `ctl` runs
-    rabbitmqctl against another node (the fault tests' private one)."""
+    rabbitmqctl against another node (the fault tests' private one). The counts are at
+    most QUORUM_TICK_MS old; a call takes longer than that, so two zeros in a row are two
+    ticks apart."""
     out = ctl("-q", "list_queues", "-p", vhost, "--no-table-headers", "messages_ready",
               "messages_unacknowledged")
     return sum(int(n) for line in out.splitlines() for n in line.split())

@@ -45,6 +45,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
         # process may hold one batch of unacknowledged messages, so that its next batch
         # fills while it works. A crash gives them back, to be deduplicated on redelivery.
         "worker_prefetch_multiplier": INBOUND_BATCH,
+        # Celery's consumer without its native delayed delivery (workers/consumer.py).
+        "worker_consumer": "workers.consumer:PipelineConsumer",
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule": {
@@ -70,6 +72,10 @@ def create_celery(settings: Settings) -> Celery:
     _settings = settings
     celery = Celery("relous", include=["workers.tasks", "workers.alert_tasks", "workers.metrics"])
     celery.config_from_object(worker_config(settings))
+    if not settings.uses_embedded_broker:
+        from workers.dead_letters import DeadLetters
+
+        celery.steps["consumer"].add(DeadLetters)
     celery.set_default()
     _app = celery
     return celery

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 DONE, RETRY = "done", "retry"
 MAX_BUSY_ATTEMPTS = 3
+# A message given back to its quorum queue comes straight back, and every return counts
+# toward the queue's delivery limit (shared/broker.py): pausing before each keeps a
+# database outage of DELIVERY_LIMIT × this from dead-lettering it (it is parked then).
+GIVE_BACK_PAUSE_SECONDS = 1.0
 Result = TypeVar("Result")
 
 
@@ -59,6 +64,11 @@ def park_message(db: Database, settings: Settings, kind: str, key: str, payload:
         return RETRY
     log.error("%s %r parked: %s (see `relous parked list`)", kind, key[:80], error)
     return DONE
+
+
+def pause_before_giving_back() -> None:
+    """Wait a moment before a message goes back to the queue (see GIVE_BACK_PAUSE_SECONDS)."""
+    time.sleep(GIVE_BACK_PAUSE_SECONDS)
 
 
 def describe(error: BaseException | None) -> str:

@@ -23,7 +23,7 @@ from shared.vonage.sms import SmsProvider, build_provider
 from workers import housekeeping, sending
 from workers.app import INBOUND_BATCH, settings
 from workers.batching import InboundBatches, record_requests
-from workers.parking import RETRY, park_message, record_or_park
+from workers.parking import RETRY, park_message, pause_before_giving_back, record_or_park
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def process_inbound(requests: list[SimpleRequest]) -> list[str]:
     """Record a batch of inbound SMS; per request DONE, or RETRY (back to the queue)."""
     now = _now()
     statuses, outcomes = record_requests(settings(), requests, now)
+    if RETRY in statuses:
+        pause_before_giving_back()
     verdicts: dict[str, int] = {}
     due = set()
     for outcome in outcomes:
@@ -94,6 +96,7 @@ def apply_receipt(payload: dict[str, Any]) -> dict[str, Any]:
     if status == RETRY:
         # Acknowledging it would lose the receipt: back to the queue.
         log.warning("receipt %s back to the queue: database unavailable", receipt.message_id)
+        pause_before_giving_back()
         raise Reject("database unavailable", requeue=True)
     log.info("receipt %s status=%s -> %s", receipt.message_id, receipt.status,
              result or "parked")

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from ingest import create_app
+from shared.broker import broker_config
 from shared.metrics import CATALOGUE
 from shared.settings import Settings
 from tests.helpers import (
@@ -105,13 +106,14 @@ def test_queue_depth_counts_the_messages_workers_hold_unacknowledged(db):
     with_api = base.with_overrides(rabbitmq_management_url=MANAGEMENT_URL)
     client = create_app(with_api, configure_logs=False).test_client()
     declare_only = create_app(base, configure_logs=False).test_client()
+    inbound_queue = broker_config(base)["task_queues"][0]
     with Connection(broker_url(vhost)) as conn:  # what earlier tests left in this vhost
-        conn.SimpleQueue("relous.inbound").clear()
+        conn.SimpleQueue(inbound_queue).clear()
     for _ in range(3):
         assert client.post("/webhooks/inbound", data=sign(inbound())).status_code == 200
     held = []
     with Connection(broker_url(vhost)) as conn:
-        queue = conn.SimpleQueue("relous.inbound")
+        queue = conn.SimpleQueue(inbound_queue)
         queue.consumer.qos(prefetch_count=2)
         held = [queue.get(timeout=10), queue.get(timeout=10)]  # received, not acknowledged
 

@@ -72,7 +72,7 @@ def services(tmp_path_factory, broker_proxy) -> Iterator[dict]:
 def _ready(base: str) -> bool:
     try:
         return requests.get(f"{base}/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
         return False
 
 

@@ -18,6 +18,7 @@ from workers.cli import (
     evidence,
     explain,
     parked,
+    queues,
     rules,
     senders,
     sending,
@@ -37,6 +38,6 @@ def main(show_traceback: bool) -> None:
 
 for command in (db.db, db.keys, campaigns.campaign, templates.template, budgets.budget,
                 senders.sender, status.status, evidence.evidence, evidence.purge_command,
-                parked.parked_group, rules.rules_group,
+                parked.parked_group, queues.queues, rules.rules_group,
                 sending.sending_group, explain.explain, storm.storm, demo.demo):
     main.add_command(command)
