@@ -8,12 +8,10 @@ the same `broker_config`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
-from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu import Exchange, Queue
 from kombu.utils.url import url_to_parts
@@ -180,95 +178,32 @@ class CeleryPublisher:
 def management_queue_depths(management_url: str, broker_url: str,
                             names: list[str]) -> dict[str, int]:
     """Ready + unacknowledged messages per queue of the broker URL's virtual host, from
-    the management API (`GET /api/queues/{vhost}`). Credentials: the management URL's
-    own, else the broker URL's. A queue not declared yet reads 0. A failover list
-    (`url1;url2`, the nodes of one cluster) is read through its first URL."""
-    broker = url_to_parts(broker_url.split(";")[0])
-    vhost = broker.path or "/"
+    the management API (`GET /api/queues/{vhost}`). A queue not declared yet reads 0."""
+    queues = _management_get(management_url, broker_url, "queues",
+                             {"columns": "name,messages"})
+    found = {queue["name"]: int(queue.get("messages") or 0) for queue in queues}
+    return {name: found.get(name, 0) for name in names}
+
+
+def management_connections(management_url: str, broker_url: str) -> int:
+    """Client connections open on the broker URL's virtual host (management API)."""
+    return len(_management_get(management_url, broker_url, "vhosts/{vhost}/connections",
+                               {"columns": "name"}))
+
+
+def _management_get(management_url: str, broker_url: str, path: str,
+                    params: dict[str, str]) -> Any:
+    """`GET /api/PATH` for the broker URL's virtual host (`{vhost}` in PATH, else appended).
+    Credentials: the management URL's own, else the broker URL's."""
+    broker = url_to_parts(broker_url)
+    vhost = quote(broker.path or "/", safe="")
     management = urlsplit(management_url)
     auth = (management.username or broker.username or "guest",
             management.password or broker.password or "guest")
     netloc = (management.hostname or "") + (f":{management.port}" if management.port else "")
     base = management._replace(netloc=netloc).geturl().rstrip("/")
-    response = requests.get(f"{base}/api/queues/{quote(vhost, safe='')}",
-                            params={"columns": "name,messages"}, auth=auth,
+    path = path.format(vhost=vhost) if "{vhost}" in path else f"{path}/{vhost}"
+    response = requests.get(f"{base}/api/{path}", params=params, auth=auth,
                             timeout=MANAGEMENT_API_TIMEOUT_SECONDS)
     response.raise_for_status()
-    found = {queue["name"]: int(queue.get("messages") or 0) for queue in response.json()}
-    return {name: found.get(name, 0) for name in names}
-
-
-CLOSE_ERRORS = (AMQPError, OSError)
-
-
-class QueuesBusy(RuntimeError):
-    """A classic queue still holds messages or has consumers: it cannot be replaced yet."""
-
-
-def upgrade_queues(settings: Settings) -> list[str]:
-    """Replace the classic pipeline queues of a deployment that predates quorum queues, and
-    declare the dead-letter path; return what was done, one line per queue.
-
-    A queue's type cannot change in place, so each classic queue is deleted and declared
-    again as a quorum queue. RabbitMQ deletes it only if it is empty and has no consumer
-    (checked by the broker itself, atomically): a message is never deleted with its
-    queue. Otherwise `QueuesBusy` says which queue, and nothing else changes for it.
-    Running it again, or on quorum queues, changes nothing.
-    """
-    if settings.uses_embedded_broker:
-        return ["the embedded broker has no queue types: nothing to do"]
-    done = []
-    with publisher_celery(settings).connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=3)
-        dead_letter_queue().bind(conn.default_channel).declare()
-        for queue in pipeline_queues(settings):
-            kind = _queue_type(conn, queue.name)
-            if kind == "quorum":
-                done.append(f"{queue.name}: already a quorum queue")
-                continue
-            if kind == "other":
-                raise QueuesBusy(f"{queue.name} is a quorum queue with other arguments than "
-                                 "this version's: see README, \"Moving to quorum queues\"")
-            if kind == "classic":
-                try:
-                    conn.default_channel.queue_delete(queue.name, if_unused=True, if_empty=True)
-                except conn.channel_errors as error:
-                    raise QueuesBusy(
-                        f"{queue.name} still holds messages or has consumers ({error}); stop "
-                        "the web, let the workers of the previous version drain it, stop "
-                        "them, then run this again") from error
-            queue.bind(conn.default_channel).declare()
-            done.append(f"{queue.name}: {'replaced by' if kind else 'declared as'} "
-                        "a quorum queue")
-    return done
-
-
-def _queue_type(conn: Any, name: str) -> str | None:
-    """'quorum' (with this version's arguments), 'classic', 'other', or None when the queue
-    does not exist. A declare whose arguments differ fails (and closes its channel)."""
-    attempts: list[tuple[str, dict[str, Any] | None]] = [
-        ("quorum", quorum_arguments()), ("classic", None)]
-    if not _declares(conn, name, passive=True):
-        return None
-    for kind, arguments in attempts:
-        if _declares(conn, name, arguments=arguments):
-            return kind
-    return "other"
-
-
-def _declares(conn: Any, name: str, passive: bool = False,
-              arguments: dict[str, Any] | None = None) -> bool:
-    channel = conn.channel()
-    try:
-        channel.queue_declare(name, passive=passive, durable=True, auto_delete=False,
-                              arguments=arguments)
-        return True
-    except conn.channel_errors:
-        return False
-    finally:
-        _close_quietly(channel)
-
-
-def _close_quietly(channel: Any) -> None:
-    with contextlib.suppress(*CLOSE_ERRORS):  # already closed by the broker's refusal
-        channel.close()
+    return response.json()

@@ -44,7 +44,15 @@ class InboundBatches(Batches):
         return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> Any:
-        requests = list(requests)
+        """A message delivered again runs in a batch of its own: if it kills the process
+        that records it (a poison message), only it comes back, again and again until
+        the queue's delivery limit dead-letters it; its former batch-mates are recorded."""
+        fresh = [request for request in requests if not _redelivered(request)]
+        groups = ([fresh] if fresh else []) + [[request] for request in requests
+                                               if _redelivered(request)]
+        return [self._flush_group(group) for group in groups]
+
+    def _flush_group(self, requests: list[Request]) -> Any:
         batch = ([SimpleRequest.from_request(request) for request in requests],)
 
         def settle(statuses: object) -> None:
@@ -62,6 +70,11 @@ class InboundBatches(Batches):
 
         return self._pool.apply_async(apply_batches_task, (self, batch, 0, None),
                                       callback=settle, error_callback=process_lost)
+
+
+def _redelivered(request: Request) -> bool:
+    return bool((request.delivery_info or {}).get("redelivered")
+                or (request.message.headers or {}).get("x-delivery-count"))
 
 
 def record_requests(settings: Settings, requests: list[SimpleRequest], now: datetime,

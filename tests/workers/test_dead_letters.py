@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.vonage.webhooks import parse_inbound
 from tests.faults.stack import fresh_vhost
 from tests.helpers import VHOSTS, broker_url, inbound, wait_for
-from workers.dead_letters import DeadLetters, park_dead_letter
+from workers.dead_letters import DeadLetterParker, DeadLetters
 
 LIMIT = 2
 
@@ -63,13 +63,14 @@ def test_past_the_delivery_limit_a_message_is_dead_lettered_then_parked(db, limi
         assert letter.headers["task"] == "relous.process_inbound"
         assert letter.headers["x-death"][0]["reason"] == "delivery_limit"
         assert queue.qsize() == 0
-        park_dead_letter(letter.decode(), letter)  # what the workers' step does with it
+        DeadLetterParker().on_message(letter.decode(), letter)  # what the workers' step does
         assert dead.qsize() == 0
         queue.close()
         dead.close()
     [parked] = _parked(db)
     assert parked["kind"] == "inbound" and parked["message_key"] == message_id
-    assert "delivery_limit" in parked["error"]
+    assert parked["error"] == ("dead-lettered by RabbitMQ from relous.inbound (delivery_limit),"
+                               f" past its delivery limit of {LIMIT}")
 
 
 def test_the_running_workers_park_what_the_dead_letter_queue_holds(db, worker, celery_app):
@@ -87,7 +88,8 @@ def test_the_running_workers_park_what_the_dead_letter_queue_holds(db, worker, c
             headers=headers, serializer="json", declare=[dead_letter_queue()])
     wait_for(lambda: _parked(db), timeout=30, message="the dead letter parked")
     [parked] = _parked(db)
-    assert parked["message_key"] == message_id and "after 200 returns" in parked["error"]
+    assert parked["message_key"] == message_id
+    assert "from relous.inbound (delivery_limit)" in parked["error"]
 
 
 def test_a_dead_lettered_schedule_task_is_dropped_not_parked(db, limited_vhost):
@@ -99,7 +101,7 @@ def test_a_dead_lettered_schedule_task_is_dropped_not_parked(db, limited_vhost):
             routing_key=DEAD_LETTER_QUEUE, headers={"task": "relous.send_due_replies"},
             serializer="json")
         letter = dead.get(timeout=10)
-        park_dead_letter(letter.decode(), letter)
+        DeadLetterParker().on_message(letter.decode(), letter)
         assert dead.qsize() == 0
         dead.close()
     assert _parked(db) == []
@@ -109,6 +111,7 @@ def test_the_step_consumes_the_dead_letter_queue_one_at_a_time(limited_vhost):
     with Connection(limited_vhost.broker_url) as conn:
         [consumer] = DeadLetters.get_consumers(object.__new__(DeadLetters),
                                                conn.default_channel)
+        assert consumer.on_decode_error is not None
         assert isinstance(consumer, Consumer)
         assert [queue.name for queue in consumer.queues] == [DEAD_LETTER_QUEUE]
         assert consumer.prefetch_count == 1
