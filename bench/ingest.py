@@ -1,7 +1,9 @@
 """Ingest benchmark: signed inbound webhooks per second and p99 latency through gunicorn
-with confirmed publishes (the real `web`), against the ceiling measured in the same run:
-a bare Flask endpoint under the same gunicorn settings that only publishes the same
-payload with confirms (bench/bare_ingest.py). Load from `wrk` (Debian package).
+with confirmed publishes (the real `web`, gthread workers), against the naive
+confirmed-publish ceiling measured in the same run: a bare Flask endpoint that only
+publishes the same payload with confirms (bench/bare_ingest.py), one request at a time
+per gunicorn worker (sync workers). The same bare endpoint under the web's own settings
+is printed too. Load from `wrk` (Debian package).
 
     .venv/bin/python bench/ingest.py [--seconds 20] [--connections 16]
 
@@ -30,6 +32,12 @@ from cryptography.fernet import Fernet
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DB = os.environ.get("RELOUS_TEST_ADMIN_DATABASE_URL",
                           "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+CEILING, WEB = "bare publish, naive", "relous web"
+# The naive confirmed publish: one request at a time per gunicorn worker, each waiting for
+# its confirm before the next (sync workers, the web's former setting).
+NAIVE = ("--worker-class", "sync", "--threads", "1")
 
 
 def free_port() -> int:
@@ -67,8 +75,9 @@ def run_wrk(url: str, body: str, seconds: int, connections: int, folder: Path) -
     return {"rate": rate, "p99_ms": p99, "non2xx": errors}
 
 
-def serve(app: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    command = ["gunicorn", "--config", "deploy/gunicorn.conf.py", "--bind",
+def serve(app: str, env: dict[str, str], port: int, log: Path,
+          extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    command = ["gunicorn", "--config", "deploy/gunicorn.conf.py", *extra, "--bind",
                f"127.0.0.1:{port}", app]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"),
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -77,7 +86,7 @@ def serve(app: str, env: dict[str, str], port: int, log: Path) -> subprocess.Pop
         try:
             requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return process
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting
             time.sleep(0.2)
     sys.exit(f"{app} did not start: see {log}")
 
@@ -110,10 +119,12 @@ def main() -> None:
     body = signed_body(secret)
     results = {}
     try:
-        for name, app in (("bare publish (ceiling)", "bench.bare_ingest:create_app()"),
-                          ("relous web", "ingest:create_app()")):
+        for name, app, extra in (
+                (CEILING, "bench.bare_ingest:create_app()", NAIVE),
+                ("bare publish, threads", "bench.bare_ingest:create_app()", ()),
+                (WEB, "ingest:create_app()", ())):
             port = free_port()
-            process = serve(app, env, port, folder / f"{name.split()[0]}.log")
+            process = serve(app, env, port, folder / f"{name.split()[0]}.log", extra)
             try:
                 run_wrk(f"http://127.0.0.1:{port}/webhooks/inbound", body, 3,
                         args.connections, folder)  # warm-up
@@ -126,8 +137,8 @@ def main() -> None:
     for name, figures in results.items():
         print(f"{name:<24} {figures['rate']:>8.0f} req/s  p99 {figures['p99_ms']:>6.1f} ms"
               f"  non-2xx {figures['non2xx']}")
-    ratio = results["relous web"]["rate"] / results["bare publish (ceiling)"]["rate"]
-    print(f"ratio relous web / ceiling: {ratio:.2f}")
+    ratio = results[WEB]["rate"] / results[CEILING]["rate"]
+    print(f"ratio relous web / naive ceiling: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 reply decided) per second by the Procfile's `worker` draining a pre-filled queue, against
 the same worker draining as many no-op tasks in the same run.
 
-    .venv/bin/python bench/pipeline.py [--messages 100000]
+    .venv/bin/python bench/pipeline.py [--messages 100000] [--traffic raid|ordinary]
+                                       [--campaigns N]
 
 Replies are scheduled an hour later, so that the figure is the inbound path's alone.
+`raid` (the default): one block of consecutive numbers sending one slogan with a counter,
+which every raid signal computes on. `ordinary`: numbers scattered over the country's
+mobile ranges sending varied texts. `--campaigns N` spreads the messages over N campaigns
+(a campaign's batches are recorded one after the other; campaigns run in parallel).
 """
 
 from __future__ import annotations
@@ -25,6 +30,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.scratch import scratch_stack
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+ORDINARY_TEXTS = ("Salut c'est Karim on s'est vus samedi", "Tu fais quoi ce soir ?",
+                  "Coucou, c'est bien ton numéro ?", "On se voit demain au café ?",
+                  "Bonne nuit, à demain", "T'as bien reçu mon message ?",
+                  "Je passe vers 18h ça te va", "Tu m'as donné ton 06 hier soir")
+
+
+def payloads_for(traffic: str, count: int, campaigns: int) -> list[tuple[dict, ...]]:
+    payloads = []
+    for index in range(count):
+        if traffic == "raid":
+            sender = f"336{index % (count * 4 // 5):08d}"  # 20% from returning senders
+            text = f"Salut Julie, tu viens {index} ?"
+        else:
+            spread = (index * 7_919_993 + 12_345) % 90_000_000  # scattered, distinct
+            sender = f"33{6 + index % 2}{10_000_000 + spread:08d}"
+            text = f"{ORDINARY_TEXTS[index % len(ORDINARY_TEXTS)]} {index % 97}"
+        payloads.append(({"message_id": f"B{index:08d}", "msisdn": sender,
+                          "to": campaign_number(index % campaigns), "text": text,
+                          "type": "text", "keyword": text.split()[0].upper(),
+                          "message_timestamp": None, "concat_ref": None,
+                          "concat_part": None, "concat_total": None},))
+    return payloads
+
+
+def campaign_number(index: int) -> str:
+    return f"337{index + 1:08d}"
+
+
+def add_campaigns(env: dict[str, str], campaigns: int) -> None:
+    for index in range(1, campaigns):  # scratch_stack made the first
+        subprocess.run([sys.executable, "-m", "workers.cli", "campaign", "add",
+                        campaign_number(index), "--reply", "Stop.", "--delay", "3600"],
+                       env=env, cwd=ROOT, check=True, capture_output=True)
 
 
 def queued(vhost: str) -> int:
@@ -87,19 +127,15 @@ total_of: dict[str, int] = {}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--traffic", choices=("raid", "ordinary"), default="raid")
+    parser.add_argument("--campaigns", type=int, default=1)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="relous-pipeline-"))
     count = args.messages
     with scratch_stack() as env:
         vhost, url = env["RELOUS_BENCH_VHOST"], env["DATABASE_URL"]
-        payloads = []
-        for index in range(count):
-            sender = f"336{index % (count * 4 // 5):08d}"  # 20% from returning senders
-            payloads.append(({"message_id": f"B{index:08d}", "msisdn": sender,
-                              "to": "33700000001", "text": f"Salut Julie, tu viens {index} ?",
-                              "type": "text", "keyword": "SALUT", "message_timestamp": None,
-                              "concat_ref": None, "concat_part": None,
-                              "concat_total": None},))
+        add_campaigns(env, args.campaigns)
+        payloads = payloads_for(args.traffic, count, args.campaigns)
         fill(env, "relous.noop", [() for _ in range(count)])
         total_of["noop"] = queued(vhost)
         noop_rate = drain(env, folder, "noop", lambda: queued(vhost))
@@ -115,7 +151,8 @@ def main() -> None:
     print(f"no-op tasks drained:        {noop_rate:>8.0f} /s")
     print(f"inbound messages processed: {inbound_rate:>8.0f} /s")
     print(f"ratio inbound / no-op: {inbound_rate / noop_rate:.2f} "
-          f"({count} messages, {env['WORKER_CONCURRENCY']} worker processes)")
+          f"({count} messages, {args.traffic} traffic, {args.campaigns} campaign(s), "
+          f"{env['WORKER_CONCURRENCY']} worker processes)")
 
 
 if __name__ == "__main__":
