@@ -66,7 +66,8 @@ FAKE_VONAGE = FakeVonageServer()
 
 TABLES = ("traffic_rollups", "text_bands", "usual_texts", "alerts",
           "delivery_receipts", "reply_parts", "replies", "inbound_parts", "senders",
-          "inbound_messages", "budgets", "evidence", "campaigns", "sender_lists",
+          "inbound_messages", "inbound_dedup", "evidence_messages", "budgets", "evidence",
+          "campaigns", "sender_lists",
           "rate_buckets", "metric_counters", "parked_messages", "sending_halts")
 
 

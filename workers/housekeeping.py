@@ -116,11 +116,17 @@ def expire_parts(tx: Transaction, now: datetime) -> list[str]:
 def purge(tx: Transaction, settings: Settings, now: datetime) -> dict[str, int]:
     """Apply the retention settings (see README, Privacy), and drop the defences' working
     data past its use: rollups after ROLLUP_DAYS, band keys after a day, usual texts
-    not seen for ROLLUP_DAYS."""
-    purged = evidence.purge(tx, now, timedelta(days=settings.retention_days),
-                            timedelta(days=settings.evidence_retention_days))
-    purged["rollups"] = rollups.purge_rollups(tx, now)
-    purged["text_signals"] = texts.purge_texts(
+    not seen for ROLLUP_DAYS. The retention comes last: dropping a month of messages
+    locks their tables until this transaction commits. Dedup keys are kept past the
+    signature's max age (a signed webhook replayed within it must stay a duplicate)."""
+    rollups_purged = rollups.purge_rollups(tx, now)
+    text_signals = texts.purge_texts(
         tx, now - timedelta(hours=texts.BANDS_KEPT_HOURS),
         now - timedelta(days=rollups.ROLLUP_DAYS))
+    horizon = max(inbound.DEDUP_HORIZON,
+                  timedelta(seconds=settings.signature_max_age) + timedelta(days=1))
+    purged = evidence.purge(tx, now, timedelta(days=settings.retention_days),
+                            timedelta(days=settings.evidence_retention_days), horizon)
+    purged["rollups"] = rollups_purged
+    purged["text_signals"] = text_signals
     return purged

@@ -167,7 +167,9 @@ class _PostgresTransaction:
 
 # --- migrations -------------------------------------------------------------------------
 
-_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# `NNNN_name.sql` runs on every dialect; `NNNN_name.postgresql.sql` and `NNNN_name.sqlite.sql`
+# are one version written twice, for what only one dialect has (partitions: 0008).
+_MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+(?:\.(postgresql|sqlite))?\.sql$")
 _DIALECT_WORDS = {
     "postgresql": {"{{pk}}": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
                    # the same key as workers/inbound.py's text_key
@@ -179,14 +181,18 @@ _DIALECT_WORDS = {
 }
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every numbered migration shipped in shared/store/migrations."""
+def migrations(dialect: str = "postgresql") -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every numbered migration shipped in shared/store/migrations
+    for `dialect`: the common files and that dialect's own."""
     folder = resources.files("shared.store") / "migrations"
     found = []
     for entry in folder.iterdir():
         match = _MIGRATION_FILE.match(entry.name)
-        if match:
+        if match and match.group(2) in (None, dialect):
             found.append((int(match.group(1)), entry.name, entry.read_text()))
+    versions = [version for version, _, _ in found]
+    if len(versions) != len(set(versions)):
+        raise RuntimeError(f"two {dialect} migrations share a version: {sorted(found)}")
     return sorted(found)
 
 
@@ -202,11 +208,12 @@ def pending_migrations(db: Database) -> list[str]:
         if present.fetchone()["ok"]:
             applied = {row["version"] for row in
                        tx.execute("SELECT version FROM schema_migrations").fetchall()}
-    return [name for version, name, _ in migrations() if version not in applied]
+    return [name for version, name, _ in migrations(db.dialect) if version not in applied]
 
 
-def upgrade(db: Database) -> list[str]:
-    """Apply the migrations not yet applied, each in its own transaction; return their names.
+def upgrade(db: Database, up_to: int | None = None) -> list[str]:
+    """Apply the migrations not yet applied (up to version `up_to`, when given: the upgrade
+    tests build an older schema), each in its own transaction; return their names.
 
     On PostgreSQL every transaction first takes one advisory lock, before anything else:
     two `release` processes at once run one after the other (creating
@@ -220,7 +227,9 @@ def upgrade(db: Database) -> list[str]:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
         )
-    for version, name, sql in migrations():
+    for version, name, sql in migrations(db.dialect):
+        if up_to is not None and version > up_to:
+            break
         with db.transaction() as tx:
             _lock_migrations(tx)
             done = tx.execute(
@@ -251,9 +260,21 @@ def _lock_migrations(tx: Transaction) -> None:
 
 
 def _statements(sql: str) -> list[str]:
+    """The statements of a migration: split at semicolons, except inside a `$$`-quoted
+    body (a PostgreSQL `DO` block)."""
     lines = (line for line in sql.splitlines() if not line.strip().startswith("--"))
-    without_comments = "\n".join(lines)
-    return [part.strip() for part in without_comments.split(";") if part.strip()]
+    statements, current = [], ""
+    for index, chunk in enumerate("\n".join(lines).split("$$")):
+        if index % 2:  # inside $$ … $$: kept whole
+            current += "$$" + chunk + "$$"
+            continue
+        first, *rest = chunk.split(";")
+        current += first
+        for piece in rest:
+            statements.append(current)
+            current = piece
+    statements.append(current)
+    return [part.strip() for part in statements if part.strip()]
 
 
 def ensure_sqlite_folder(url: str) -> None:

@@ -1,7 +1,11 @@
 """Inbound messages and the parts of concatenated ones.
 
-`inbound_messages.dedup_key` is unique (the provider's message id, or `concat:` + the first
-part's id): a retried webhook or a redelivered task inserts nothing the second time.
+Each is recorded once: its key (the provider's message id, `concat:` + the first part's
+id for an assembled SMS, `part:` + a part's id) is claimed in `inbound_dedup` in the
+statement that records it, so a retried webhook or a redelivered task records nothing the
+second time. The keys live apart from the messages because the messages are partitioned
+by month (shared/store/partitions.py) and a partitioned table's unique keys must hold the
+month. A key is kept for DEDUP_HORIZON, then pruned by the purge.
 """
 
 from __future__ import annotations
@@ -13,40 +17,89 @@ from typing import Any
 from shared.rules.messages import InboundSms
 from shared.store.db import Transaction
 
+# A key is refused for this long after its message was received. Vonage retries a webhook
+# for 24 hours, and a signed webhook stays acceptable for RELOUS_SIGNATURE_MAX_AGE (72
+# hours by default): a week covers both, plus a broker backlog after a long outage.
+# (The purge keeps keys longer when RELOUS_SIGNATURE_MAX_AGE asks for it.)
+DEDUP_HORIZON = timedelta(days=7)
+
+# PostgreSQL: one statement claims the key and records the message under an id taken from
+# the sequence; nothing is recorded when the key was taken. (The casts type the
+# parameters of a SELECT list, which an INSERT's VALUES would have inferred.)
+_CLAIM_AND_INSERT = (
+    "WITH claimed AS (INSERT INTO inbound_dedup (dedup_key, inbound_message_id, campaign_id,"
+    " received_at) VALUES (%(key)s, nextval('inbound_messages_id_seq'), %(campaign)s,"
+    " %(now)s) ON CONFLICT (dedup_key) DO NOTHING RETURNING inbound_message_id)"
+    " INSERT INTO inbound_messages (id, dedup_key, campaign_id, to_number, sender, text,"
+    " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
+    " fingerprint)"
+    " SELECT inbound_message_id, %(key)s::text, %(campaign)s::bigint, %(to)s::text,"
+    " %(sender)s::text, %(text)s::text, %(type)s::text, %(keyword)s::text, %(parts)s::int,"
+    " %(provider_ts)s::timestamptz, %(now)s::timestamptz, %(verdict)s::text,"
+    " %(reasons)s::text, %(fingerprint)s::text FROM claimed RETURNING id")
+# SQLite (one writer at a time): the claim, then the message, then the claim's id.
+_CLAIM = ("INSERT INTO inbound_dedup (dedup_key, campaign_id, received_at)"
+          " VALUES (%(key)s, %(campaign)s, %(now)s) ON CONFLICT (dedup_key) DO NOTHING")
+_INSERT = (
+    "INSERT INTO inbound_messages (dedup_key, campaign_id, to_number, sender, text,"
+    " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
+    " fingerprint)"
+    " VALUES (%(key)s, %(campaign)s, %(to)s, %(sender)s, %(text)s, %(type)s, %(keyword)s,"
+    " %(parts)s, %(provider_ts)s, %(now)s, %(verdict)s, %(reasons)s, %(fingerprint)s)"
+    " ON CONFLICT DO NOTHING RETURNING id")
+
+
+def _record_once(tx: Transaction, values: dict[str, Any]) -> int | None:
+    """Claim `values["key"]` and record the message; its id, or None when the key was
+    claimed before."""
+    if tx.dialect == "postgresql":
+        row = tx.execute(_CLAIM_AND_INSERT, values).fetchone()
+        return int(row["id"]) if row else None
+    if tx.execute(_CLAIM, values).rowcount != 1:
+        return None
+    row = tx.execute(_INSERT, values).fetchone()
+    # The claim names its message; None when the key, pruned from inbound_dedup, was still
+    # in SQLite's unique column (the message recorded long ago).
+    tx.execute("UPDATE inbound_dedup SET inbound_message_id = (SELECT id FROM inbound_messages"
+               " m WHERE m.dedup_key = inbound_dedup.dedup_key) WHERE dedup_key = %(key)s",
+               values)
+    return int(row["id"]) if row else None
+
 
 def insert_inbound(tx: Transaction, dedup_key: str, campaign_id: int | None,
                    sms: InboundSms, sender: str, text: str, text_key: str, now: datetime,
                    verdict: str, reasons: str, parts: int = 1) -> int | None:
     """Record a message once; its id, or None when `dedup_key` was already recorded."""
-    row = tx.execute(
-        "INSERT INTO inbound_messages (dedup_key, campaign_id, to_number, sender, text,"
-        " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
-        " fingerprint)"
-        " VALUES (%(key)s, %(campaign)s, %(to)s, %(sender)s, %(text)s, %(type)s, %(keyword)s,"
-        " %(parts)s, %(provider_ts)s, %(now)s, %(verdict)s, %(reasons)s, %(fingerprint)s)"
-        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-        {"key": dedup_key, "campaign": campaign_id, "to": sms.to, "sender": sender,
-         "text": text, "type": sms.type, "keyword": sms.keyword, "parts": parts,
-         "provider_ts": _provider_timestamp(sms.message_timestamp, now), "now": now,
-         "verdict": verdict, "reasons": reasons, "fingerprint": text_key},
-    ).fetchone()
-    return int(row["id"]) if row else None
+    return _record_once(tx, {
+        "key": dedup_key, "campaign": campaign_id, "to": sms.to, "sender": sender,
+        "text": text, "type": sms.type, "keyword": sms.keyword, "parts": parts,
+        "provider_ts": _provider_timestamp(sms.message_timestamp, now), "now": now,
+        "verdict": verdict, "reasons": reasons, "fingerprint": text_key})
 
 
 def insert_part(tx: Transaction, campaign_id: int, sender: str, sms: InboundSms,
                 now: datetime) -> bool:
     """Keep one part of a concatenated SMS; False when this part was already here."""
+    values = {"key": "part:" + sms.message_id, "id": sms.message_id, "campaign": campaign_id,
+              "sender": sender, "ref": sms.concat_ref, "part": sms.concat_part,
+              "total": sms.concat_total, "text": sms.text, "now": now,
+              "provider_ts": _provider_timestamp(sms.message_timestamp, now)}
+    if tx.dialect == "postgresql":
+        return tx.execute(
+            "WITH claimed AS (INSERT INTO inbound_dedup (dedup_key, campaign_id, received_at)"
+            " VALUES (%(key)s, %(campaign)s, %(now)s) ON CONFLICT (dedup_key) DO NOTHING"
+            " RETURNING 1) INSERT INTO inbound_parts (provider_message_id, campaign_id, sender,"
+            " concat_ref, part, total, text, received_at, provider_timestamp)"
+            " SELECT %(id)s::text, %(campaign)s::bigint, %(sender)s::text, %(ref)s::text,"
+            " %(part)s::int, %(total)s::int, %(text)s::text, %(now)s::timestamptz,"
+            " %(provider_ts)s::timestamptz FROM claimed", values).rowcount == 1
+    if tx.execute(_CLAIM, values).rowcount != 1:
+        return False
     return tx.execute(
-        "INSERT INTO inbound_parts (provider_message_id, campaign_id, sender, concat_ref,"
-        " part, total, text, received_at, provider_timestamp)"
-        " VALUES (%(id)s, %(campaign)s, %(sender)s, %(ref)s, %(part)s, %(total)s,"
-        " %(text)s, %(now)s, %(provider_ts)s)"
-        " ON CONFLICT (provider_message_id) DO NOTHING",
-        {"id": sms.message_id, "campaign": campaign_id, "sender": sender,
-         "ref": sms.concat_ref, "part": sms.concat_part, "total": sms.concat_total,
-         "text": sms.text, "now": now,
-         "provider_ts": _provider_timestamp(sms.message_timestamp, now)},
-    ).rowcount == 1
+        "INSERT INTO inbound_parts (provider_message_id, campaign_id, sender, concat_ref, part,"
+        " total, text, received_at, provider_timestamp)"
+        " VALUES (%(id)s, %(campaign)s, %(sender)s, %(ref)s, %(part)s, %(total)s, %(text)s,"
+        " %(now)s, %(provider_ts)s) ON CONFLICT DO NOTHING", values).rowcount == 1
 
 
 # Parts of one SMS reach the provider within seconds: parts further apart than this (by
@@ -68,9 +121,11 @@ def unassembled_parts(tx: Transaction, campaign_id: int, sender: str, sms: Inbou
         " inbound_messages m WHERE m.id = inbound_parts.inbound_message_id"
         " AND m.dedup_key LIKE 'orphan:%%'))"
         " AND COALESCE(provider_timestamp, received_at) BETWEEN %(low)s AND %(high)s"
+        " AND received_at >= %(recorded_since)s"
         " ORDER BY part, received_at, provider_message_id",
         {"campaign": campaign_id, "sender": sender, "ref": sms.concat_ref,
-         "total": sms.concat_total, "low": at - PART_WINDOW, "high": at + PART_WINDOW},
+         "total": sms.concat_total, "low": at - PART_WINDOW, "high": at + PART_WINDOW,
+         "recorded_since": now - PARTS_RECORDED_WITHIN},
     ).fetchall()
 
 
@@ -92,21 +147,16 @@ def record_incomplete(tx: Transaction, parts: list[dict[str, Any]], text_key: st
     that a flood of orphan parts is counted and seen), keyed `orphan:<first part id>`;
     its parts stay available to a late sibling (`unassembled_parts`)."""
     first = parts[0]
-    row = tx.execute(
-        "INSERT INTO inbound_messages (dedup_key, campaign_id, to_number, sender, text,"
-        " message_type, keyword, parts, provider_timestamp, received_at, verdict, reasons,"
-        " fingerprint)"
-        " VALUES (%(key)s, %(campaign)s, %(to)s, %(sender)s, %(text)s, 'text', '',"
-        " %(parts)s, %(provider_ts)s, %(now)s, 'suppress', %(reasons)s, %(fingerprint)s)"
-        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-        {"key": "orphan:" + first["provider_message_id"], "campaign": first["campaign_id"],
-         "to": first["number"], "sender": first["sender"],
-         "text": "".join(part["text"] for part in parts), "parts": len(parts),
-         "provider_ts": first["provider_timestamp"], "now": now, "reasons": reasons,
-         "fingerprint": text_key},
-    ).fetchone() or tx.execute(
-        "SELECT id FROM inbound_messages WHERE dedup_key = %(key)s",
-        {"key": "orphan:" + first["provider_message_id"]}).fetchone()
+    key = "orphan:" + first["provider_message_id"]
+    recorded = _record_once(tx, {
+        "key": key, "campaign": first["campaign_id"], "to": first["number"],
+        "sender": first["sender"], "text": "".join(part["text"] for part in parts),
+        "type": "text", "keyword": "", "parts": len(parts),
+        "provider_ts": first["provider_timestamp"], "now": now, "verdict": "suppress",
+        "reasons": reasons, "fingerprint": text_key})
+    row = {"id": recorded} if recorded is not None else tx.execute(
+        "SELECT inbound_message_id AS id FROM inbound_dedup WHERE dedup_key = %(key)s",
+        {"key": key}).fetchone()
     link_parts(tx, int(row["id"]), [part["provider_message_id"] for part in parts])
     return int(row["id"])
 
@@ -150,6 +200,9 @@ def inbound_since(tx: Transaction, campaign_id: int, since: datetime) -> int:
 # is not believed (a forged one would dodge the per-minute counts or the part window).
 PROVIDER_TIME_PAST = timedelta(hours=25)
 PROVIDER_TIME_FUTURE = timedelta(minutes=5)
+# A part that may still combine was recorded within this (its clamped provider time is
+# within PART_WINDOW of the new part's): the bound lets PostgreSQL skip older months.
+PARTS_RECORDED_WITHIN = PROVIDER_TIME_PAST + PROVIDER_TIME_FUTURE + PART_WINDOW
 
 
 def _provider_timestamp(value: str | None, now: datetime) -> datetime | None:

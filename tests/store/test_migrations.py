@@ -48,3 +48,24 @@ def test_two_concurrent_upgrades_of_a_fresh_database_both_succeed(fresh_database
         with psycopg.connect(url) as conn:
             applied = conn.execute("SELECT version FROM schema_migrations ORDER BY version")
             assert [row[0] for row in applied] == [version for version, _, _ in migrations()]
+
+
+def test_each_dialect_gets_its_own_file_of_a_version_written_twice():
+    from shared.store.db import migrations
+
+    for dialect in ("postgresql", "sqlite"):
+        found = migrations(dialect)
+        versions = [version for version, _, _ in found]
+        assert versions == sorted(set(versions)), "each version once"
+        names = {version: name for version, name, _ in found}
+        assert names[8] == f"0008_partitions.{dialect}.sql"
+        assert names[1] == "0001_initial.sql", "a common file for both"
+
+
+def test_a_do_block_stays_one_statement():
+    from shared.store.db import _statements
+
+    sql = ("-- a comment; with a semicolon\nCREATE TABLE a (x INT);\n"
+           "DO $$ BEGIN PERFORM 1; PERFORM 2; END $$;\nSELECT 1;")
+    assert _statements(sql) == ["CREATE TABLE a (x INT)",
+                                "DO $$ BEGIN PERFORM 1; PERFORM 2; END $$", "SELECT 1"]

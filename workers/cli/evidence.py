@@ -6,13 +6,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TextIO
 
 import click
 
 from shared.store import evidence as store
 from shared.store.campaigns import find_campaign
+from workers import housekeeping
 from workers.cli.common import USAGE, fail, iso, load_settings, open_database, parse_number
 
 
@@ -101,7 +102,7 @@ def purge_command() -> None:
 
     settings = load_settings()
     with open_database().transaction() as tx:
-        purged = store.purge(tx, datetime.now(UTC), timedelta(days=settings.retention_days),
-                             timedelta(days=settings.evidence_retention_days))
+        purged = housekeeping.purge(tx, settings, datetime.now(UTC))  # beat's own use case
     click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} number(s), "
-               f"{purged['evidence']} evidence record(s)")
+               f"{purged['evidence']} evidence record(s), {purged['partitions_dropped']} "
+               f"month partition(s) dropped, {purged['dedup_keys']} dedup key(s)")
