@@ -152,7 +152,7 @@ class CeleryPublisher:
 
     def ping(self) -> None:
         with self._celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
+            _connect(conn)
 
     def queue_depths(self) -> dict[str, int]:
         """Messages in each of the pipeline's queues.
@@ -167,12 +167,18 @@ class CeleryPublisher:
                                            self._celery.conf.broker_url,
                                            [queue.name for queue in queues])
         with self._celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
+            _connect(conn)
             channel = conn.default_channel
             # Declared with the workers' own arguments (idempotent): a queue nobody has
             # declared yet reads 0 instead of failing the scrape.
             return {queue.name: queue.bind(channel).queue_declare().message_count
                     for queue in queues}
+
+
+def _connect(conn: Any) -> None:
+    """Connect once, trying each URL of a failover list (`url1;url2;url3`) in turn: a
+    cluster with one live node answers."""
+    conn.ensure_connection(max_retries=max(1, len(conn.alt)), timeout=3)
 
 
 def management_queue_depths(management_url: str, broker_url: str,
@@ -194,8 +200,9 @@ def management_connections(management_url: str, broker_url: str) -> int:
 def _management_get(management_url: str, broker_url: str, path: str,
                     params: dict[str, str]) -> Any:
     """`GET /api/PATH` for the broker URL's virtual host (`{vhost}` in PATH, else appended).
-    Credentials: the management URL's own, else the broker URL's."""
-    broker = url_to_parts(broker_url)
+    Credentials: the management URL's own, else the broker URL's. A failover list
+    (`url1;url2`, the nodes of one cluster) is read through its first URL."""
+    broker = url_to_parts(broker_url.split(";")[0])
     vhost = quote(broker.path or "/", safe="")
     management = urlsplit(management_url)
     auth = (management.username or broker.username or "guest",

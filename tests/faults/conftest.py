@@ -17,13 +17,17 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
 from tests.faults.stack import Stack, fresh_vhost
-from tests.helpers import RUN_ID, wait_for
+from tests.helpers import QUORUM_TICK_MS, RUN_ID, wait_for
 from tests.processes import free_port
+
+if TYPE_CHECKING:  # cluster.py builds on PrivateRabbitMQ below
+    from tests.faults.cluster import PrivateCluster
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 POSTGRES_LIB = Path("/usr/lib/postgresql")
@@ -38,7 +42,9 @@ class PrivateRabbitMQ:
     restart: durable queues and persistent messages survive it.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, cookie: str | None = None) -> None:
+        """`cookie`: the Erlang cookie, shared by the nodes of one cluster (tests/faults/
+        cluster.py); a fresh one by default."""
         self.folder = folder
         self.node = f"relous-faults-{RUN_ID}-{secrets.token_hex(3)}@localhost"
         self.port = free_port()
@@ -47,12 +53,14 @@ class PrivateRabbitMQ:
         home = folder / "home"
         for sub in ("home", "mnesia", "log"):
             (folder / sub).mkdir()
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
-        cookie.chmod(0o400)
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie or secrets.token_hex(16).upper())
+        cookie_file.chmod(0o400)
         (folder / "enabled_plugins").write_text("[].\n")
         (folder / "rabbitmq-env.conf").write_text("")
         (folder / "rabbitmq.conf").write_text("")
+        (folder / "advanced.config").write_text(
+            f"[{{rabbit, [{{quorum_tick_interval, {QUORUM_TICK_MS}}}]}}].\n")
         self.env = dict(
             os.environ, HOME=str(home), RABBITMQ_NODENAME=self.node,
             RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.port),
@@ -61,6 +69,7 @@ class PrivateRabbitMQ:
             RABBITMQ_ENABLED_PLUGINS_FILE=str(folder / "enabled_plugins"),
             RABBITMQ_CONF_ENV_FILE=str(folder / "rabbitmq-env.conf"),
             RABBITMQ_CONFIG_FILE=str(folder / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(folder / "advanced.config"),
             RABBITMQ_PID_FILE=str(folder / "rabbitmq.pid"), ERL_EPMD_ADDRESS="127.0.0.1",
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
@@ -75,12 +84,20 @@ class PrivateRabbitMQ:
                               timeout=60).stdout
 
     def start(self) -> None:
+        self.launch()
+        self.wait_booted()
+
+    def launch(self) -> None:
+        """Start the node's process without waiting for it (a cluster boots its nodes
+        side by side)."""
         self.starts += 1
         log = (self.folder / f"server-{self.starts}.log").open("w")
         self._process = subprocess.Popen([str(RABBITMQ_BIN / "rabbitmq-server")],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         log.close()
+
+    def wait_booted(self) -> None:
         wait_for(self._booted, timeout=120, interval=0.5,
                  message="the private RabbitMQ node to boot")
 
@@ -105,7 +122,12 @@ class PrivateRabbitMQ:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
+        """SIGKILL of the node's process group: a crash, nothing flushed or handed over."""
         if self._process is not None and self._process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
@@ -196,6 +218,24 @@ def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
         node.stop()
         node.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[PrivateCluster]:
+    """Three private RabbitMQ nodes, clustered, shared by a module's tests (booting them
+    takes a while on two cores); killed and removed after. Each test uses its own virtual
+    host, and restarts what it killed."""
+    from tests.faults.cluster import PrivateCluster
+
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        pytest.fail(f"{RABBITMQ_BIN}/rabbitmq-server not found: the cluster test starts "
+                    "RabbitMQ nodes of its own (`.ci/run` installs rabbitmq-server)")
+    cluster = PrivateCluster(Path(tempfile.mkdtemp(prefix="relous-faults-cluster-")))
+    try:
+        cluster.boot()
+        yield cluster
+    finally:
+        cluster.discard()
 
 
 @pytest.fixture
