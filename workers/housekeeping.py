@@ -18,6 +18,7 @@ from shared.store import (
     counters,
     evidence,
     inbound,
+    parked,
     replies,
     rollups,
     texts,
@@ -125,8 +126,10 @@ def purge(tx: Transaction, settings: Settings, now: datetime) -> dict[str, int]:
         now - timedelta(days=rollups.ROLLUP_DAYS))
     horizon = max(inbound.DEDUP_HORIZON,
                   timedelta(seconds=settings.signature_max_age) + timedelta(days=1))
+    parked_expired = parked.purge_parked(tx, now - timedelta(days=settings.retention_days))
     purged = evidence.purge(tx, now, timedelta(days=settings.retention_days),
                             timedelta(days=settings.evidence_retention_days), horizon)
     purged["rollups"] = rollups_purged
+    purged["parked_expired"] = parked_expired
     purged["text_signals"] = text_signals
     return purged

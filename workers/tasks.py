@@ -152,6 +152,9 @@ def purge() -> dict[str, Any]:
     with database_for(current.database_url).transaction() as tx:
         purged = housekeeping.purge(tx, current, _now())
     log.info("retention applied: %s", purged)
+    if purged["parked_expired"]:
+        log.warning("%s parked message(s) deleted past the retention, never recorded",
+                    purged["parked_expired"])
     return purged
 
 

@@ -67,10 +67,12 @@ def purge(tx: Transaction, now: datetime, retention: timedelta,
         {"cutoff": evidence_cutoff}).rowcount
     evidence = tx.execute("DELETE FROM evidence WHERE flagged_at < %(cutoff)s",
                           {"cutoff": evidence_cutoff}).rowcount
-    # The months to drop are known from the catalog: the erasing UPDATE skips them.
-    kept_from = {table: max((partitions.month_end(name) for name in
-                             partitions.expired_partitions(tx, table, message_cutoff)),
-                            default=_BEGINNING) for table in partitions.PARTITIONED}
+    # On PostgreSQL every month before the cutoff's is dropped below (rows the DEFAULT
+    # partition holds go to their month first): the erasing UPDATE skips them, so that it
+    # never rewrites rows about to go (a flood month in DEFAULT would time it out).
+    start = partitions.month_start(message_cutoff) if tx.dialect == "postgresql" \
+        else _BEGINNING
+    kept_from = dict.fromkeys(partitions.PARTITIONED, start)
     texts = tx.execute(
         "UPDATE inbound_messages SET text = '', keyword = '', fingerprint = ''"
         " WHERE received_at >= %(kept_from)s AND received_at < %(cutoff)s"
@@ -90,8 +92,13 @@ def purge(tx: Transaction, now: datetime, retention: timedelta,
         " WHERE created_at < %(cutoff)s AND to_number IS NOT NULL",
         {"cutoff": message_cutoff},
     ).rowcount
-    dedup_keys = tx.execute("DELETE FROM inbound_dedup WHERE received_at < %(cutoff)s",
-                            {"cutoff": now - dedup_horizon}).rowcount
+    # A key a parked inbound message still matches stays until the parked message goes:
+    # retried later, it must still be a duplicate of its recorded twin.
+    dedup_keys = tx.execute(
+        "DELETE FROM inbound_dedup WHERE received_at < %(cutoff)s AND NOT EXISTS"
+        " (SELECT 1 FROM parked_messages p WHERE p.kind = 'inbound' AND inbound_dedup.dedup_key"
+        " IN (p.message_key, 'concat:' || p.message_key, 'part:' || p.message_key))",
+        {"cutoff": now - dedup_horizon}).rowcount
     # The partition changes come last, so that the locks they take are held only until
     # the caller commits. Rows the DEFAULT partition held go to their month first (a row
     # older than kept_from belongs to a month that ended before the cutoff: dropped).

@@ -47,3 +47,10 @@ def parked_counts(tx: Transaction) -> dict[str, int]:
     rows = tx.execute("SELECT kind, COUNT(*) AS n FROM parked_messages GROUP BY kind").fetchall()
     found = {row["kind"]: int(row["n"]) for row in rows}
     return {kind: found.get(kind, 0) for kind in KINDS}
+
+
+def purge_parked(tx: Transaction, before: datetime) -> int:
+    """Delete parked messages last tried before `before` (the retention): each holds a
+    sender's number, sealed, and CONTRACT.md keeps numbers no longer than that."""
+    return tx.execute("DELETE FROM parked_messages WHERE last_attempt_at < %(before)s",
+                      {"before": before}).rowcount

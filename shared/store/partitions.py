@@ -122,6 +122,10 @@ def _create_partition(tx: Transaction, table: str, month: datetime) -> bool:
         return False
     bounds = {"low": month, "high": add_months(month, 1)}
     tx.execute(f'CREATE TABLE "{name}" (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
+    # No insert may land in DEFAULT between the move and the attach: ATTACH would then
+    # find a row of its month there and fail the insert (a CheckViolation). Held until
+    # the caller commits: the purge does this last.
+    tx.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
     if _exists(tx, f"{table}_default"):
         tx.execute(
             f'WITH moved AS (DELETE FROM "{table}_default" WHERE received_at >= %(low)s'  # noqa: S608

@@ -105,4 +105,5 @@ def purge_command() -> None:
         purged = housekeeping.purge(tx, settings, datetime.now(UTC))  # beat's own use case
     click.echo(f"purged: {purged['texts']} text(s), {purged['numbers']} number(s), "
                f"{purged['evidence']} evidence record(s), {purged['partitions_dropped']} "
-               f"month partition(s) dropped, {purged['dedup_keys']} dedup key(s)")
+               f"month partition(s) dropped, {purged['dedup_keys']} dedup key(s), "
+               f"{purged['parked_expired']} parked message(s) past the retention")
