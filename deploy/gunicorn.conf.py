@@ -9,7 +9,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # the broker, replicated on a cluster), and threads wait for theirs concurrently, each on
 # a producer channel of its own from Celery's pool (bench/RESULTS.md, "Ingest").
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
 # Vonage waits 15 s for an answer; a request stuck longer than this is killed.
 timeout = 20
 graceful_timeout = 20
