@@ -9,11 +9,9 @@ the embedded default (no partitions there).
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import psycopg
 import pytest
@@ -23,56 +21,21 @@ from hypothesis import strategies as st
 from shared.rules.messages import InboundSms
 from shared.settings import Settings
 from shared.store import evidence, inbound, partitions
-from shared.store.campaigns import add_campaign
 from shared.store.db import Database, Transaction, upgrade
-from tests.helpers import ADMIN_DATABASE_URL, database_url, wait_for
+from tests.helpers import wait_for
+from tests.store.conftest import CAMPAIGN, NOW, RESET, add_test_campaign
 from workers import housekeeping
 
-NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
-CAMPAIGN = "33700000001"
 RETENTION, EVIDENCE_RETENTION = timedelta(days=90), timedelta(days=365)
-RESET = ("TRUNCATE inbound_messages, inbound_parts, inbound_dedup, evidence_messages, evidence,"
-         " replies, senders, campaigns RESTART IDENTITY CASCADE")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    name = f"relous_partitions_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(name)
-    database = Database(url, pool_size=1)
-    upgrade(database)
-    database.close()
-    yield url
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def pg(pg_url) -> Iterator[Database]:
-    """The module's PostgreSQL database, emptied, with one campaign (id 1)."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(RESET)
-    database = Database(pg_url, pool_size=3)
-    _add_campaign(database)
-    yield database
-    database.close()
 
 
 @pytest.fixture
 def lite(tmp_path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'partitions.db'}")
     upgrade(database)
-    _add_campaign(database)
+    add_test_campaign(database)
     yield database
     database.close()
-
-
-def _add_campaign(database: Database) -> None:
-    with database.transaction() as tx:
-        add_campaign(tx, CAMPAIGN, "Stop.", delay_seconds=0, window_seconds=86400,
-                     price_per_segment=Decimal("0.08"), allow_multipart=False, now=NOW)
 
 
 def _sms(message_id: str, text: str = "Bonjour") -> InboundSms:
@@ -323,7 +286,7 @@ def test_any_interleaving_of_inserts_and_purges_keeps_one_record_per_key(pg_url,
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(RESET)
     database = Database(pg_url, pool_size=1)
-    _add_campaign(database)
+    add_test_campaign(database)
     clock, claimed = NOW, {}  # key -> when the model says it was claimed
     try:
         for index, step in enumerate(steps):

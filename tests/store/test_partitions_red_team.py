@@ -9,56 +9,19 @@ other tests' "now" may need), as tests/store/test_partitions.py does.
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-
-import psycopg
-import pytest
 
 from shared.rules.messages import InboundSms
 from shared.settings import Settings
 from shared.store import evidence, inbound, parked, partitions
-from shared.store.campaigns import add_campaign
-from shared.store.db import Database, upgrade
-from tests.helpers import ADMIN_DATABASE_URL, database_url, wait_for
+from shared.store.db import Database
+from tests.helpers import wait_for
+from tests.store.conftest import CAMPAIGN, NOW
 from workers import housekeeping
 
-NOW = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
-CAMPAIGN = "33700000001"
 RETENTION, EVIDENCE_RETENTION = timedelta(days=90), timedelta(days=365)
-RESET = ("TRUNCATE inbound_messages, inbound_parts, inbound_dedup, evidence_messages, evidence,"
-         " replies, senders, parked_messages, campaigns RESTART IDENTITY CASCADE")
 _WAITING = ("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND datname = current_database()")
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    name = f"relous_partitions_rt_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(name)
-    database = Database(url, pool_size=1)
-    upgrade(database)
-    database.close()
-    yield url
-    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def pg(pg_url) -> Iterator[Database]:
-    """The module's database, emptied, with one campaign (id 1)."""
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(RESET)
-    database = Database(pg_url, pool_size=3)
-    with database.transaction() as tx:
-        add_campaign(tx, CAMPAIGN, "Stop.", delay_seconds=0, window_seconds=86400,
-                     price_per_segment=Decimal("0.08"), allow_multipart=False, now=NOW)
-    yield database
-    database.close()
 
 
 def _sms(message_id: str) -> InboundSms:

@@ -9,28 +9,15 @@ message handed back again and again, as when it kills every worker that takes it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from kombu import Connection, Consumer, Producer
 
 from shared import broker
 from shared.broker import DEAD_LETTER_QUEUE, INBOUND_QUEUE, dead_letter_queue
-from shared.settings import Settings
 from shared.vonage.webhooks import parse_inbound
-from tests.faults.stack import fresh_vhost
 from tests.helpers import VHOSTS, broker_url, inbound, wait_for
+from tests.workers.conftest import LIMIT
 from workers.dead_letters import DeadLetterParker, DeadLetters
-
-LIMIT = 2
-
-
-@pytest.fixture
-def limited_vhost(monkeypatch) -> Iterator[Settings]:
-    """A vhost of its own whose pipeline queues give up after LIMIT returns."""
-    monkeypatch.setattr(broker, "DELIVERY_LIMIT", LIMIT)
-    with fresh_vhost() as vhost:
-        yield Settings.from_env().with_overrides(broker_url=broker_url(vhost))
 
 
 def _parked(db) -> list[dict]:

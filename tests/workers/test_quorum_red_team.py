@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,17 +34,8 @@ from shared.store.db import database_for
 from shared.vonage.webhooks import parse_inbound
 from tests.faults.stack import fresh_vhost
 from tests.helpers import ROOT, broker_url, inbound, wait_for
+from tests.workers.conftest import LIMIT
 from workers.dead_letters import DeadLetterParker
-
-LIMIT = 2
-
-
-@pytest.fixture
-def limited_vhost(monkeypatch) -> Iterator[Settings]:
-    """A vhost of its own whose pipeline queues give up after LIMIT returns."""
-    monkeypatch.setattr(broker, "DELIVERY_LIMIT", LIMIT)
-    with fresh_vhost() as vhost:
-        yield Settings.from_env().with_overrides(broker_url=broker_url(vhost))
 
 
 def _parked(db) -> list[dict]:
